@@ -1,0 +1,67 @@
+"""Content-defined chunking (FastCDC 2020) with the parameters a repository records in its config.
+
+Chunk boundaries depend only on content, so an insert shifts boundaries near it and nowhere else; equal
+content in any file, version or branch yields equal chunks and is stored once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import BinaryIO
+
+import pyfastcdc
+
+from .errors import UnsupportedFormatError
+
+ALGORITHM = "fastcdc2020"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkerParams:
+    """FastCDC parameters; the real average chunk is about `avg_size + min_size` (pyfastcdc's convention)."""
+
+    min_size: int = 64 * 1024
+    avg_size: int = 128 * 1024
+    max_size: int = 1024 * 1024
+    normalization: int = 1
+    seed: int = 0
+    algorithm: str = ALGORITHM
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, object]) -> ChunkerParams:
+        params = cls(**doc)  # type: ignore[arg-type]
+        if params.algorithm != ALGORITHM:
+            raise UnsupportedFormatError(
+                f"repository uses chunking algorithm {params.algorithm!r}; this dacflow knows {ALGORITHM!r}"
+            )
+        if not (64 <= params.min_size <= params.avg_size <= params.max_size):
+            raise UnsupportedFormatError(f"repository has inconsistent chunker sizes {params}")
+        return params
+
+    def new(self) -> pyfastcdc.FastCDC:
+        """A fresh chunker (FastCDC objects are not thread-safe: one per thread)."""
+        return pyfastcdc.FastCDC(
+            self.avg_size,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            normalized_chunking=self.normalization,  # type: ignore[arg-type]
+            seed=self.seed,
+        )
+
+
+def iter_chunks(stream: BinaryIO, params: ChunkerParams) -> Iterator[memoryview]:
+    """Yield the chunks of a stream; each view is valid only until the next one is produced."""
+    for chunk in params.new().cut_stream(stream):
+        yield chunk.data
+
+
+def chunk_bytes(data: bytes | memoryview, params: ChunkerParams) -> Iterator[memoryview]:
+    """Yield the chunks of an in-memory buffer."""
+    if len(data) == 0:
+        return
+    for chunk in params.new().cut_buf(data):
+        yield chunk.data

@@ -1,0 +1,514 @@
+"""The repository: the one entry point of the Python API (`Repository.init` / `Repository.open`).
+
+It ties a store, its config, the object database and the refs together, and owns the rule every write follows:
+objects are published first, then the commit, then the ref moves by compare-and-swap. A lost race re-reads the
+head and either rebases (whole snapshots always; path changes when the paths are disjoint) or raises
+`RefConflictError`; no commit is ever silently dropped from history.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .checkout import Checkout, CheckoutStats, read_checkout_marker, write_checkout_marker
+from .config import CONFIG_KEY, RepoConfig
+from .errors import (
+    KeyNotFoundError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    RefConflictError,
+    RefExistsError,
+    RefNotFoundError,
+    RepositoryExistsError,
+    RepositoryNotFoundError,
+    UsageError,
+)
+from .locks import RepoLock
+from .names import check_ref_name, split_path
+from .objects import DIR, EMPTY_TREE, FILE, MODE_FILE, Commit, TreeEntry, is_object_id, utc_now
+from .odb import KIND_META, MemoryWriter, ObjectDatabase, PackWriter
+from .refs import BRANCHES, TAGS, Refs
+from .snapshot import ProgressFn, SnapshotStats, TreeBuilder, store_bytes
+from .statcache import StatCache
+from .stores import open_store
+from .stores.base import CREATE, Store
+from .trees import TreeDiff, apply_changes, diff_trees, lookup, overlaps
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BRANCH = "main"
+MAX_ATTEMPTS = 200
+_SUFFIX_RE = re.compile(r"^(.*?)~(\d+)$")
+
+
+def default_author() -> str:
+    """Who commits: $DACFLOW_AUTHOR, else the login name."""
+    env = os.environ.get("DACFLOW_AUTHOR")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """The outcome of a write to a branch: the commit the branch now points at and whether it moved."""
+
+    commit: str
+    branch: str
+    created: bool
+    parent: str | None
+    seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "commit": self.commit,
+            "branch": self.branch,
+            "created": self.created,
+            "parent": self.parent,
+            "seconds": round(self.seconds, 4),
+            **self.stats,
+        }
+
+
+class Repository:
+    """A dacflow repository on one store."""
+
+    def __init__(self, store: Store, config: RepoConfig) -> None:
+        self.store = store
+        self.config = config
+        self.odb = ObjectDatabase(store, pack_size=config.pack_size, compression_level=config.level)
+        self.refs = Refs(store)
+
+    # -- opening ---------------------------------------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        url: str,
+        *,
+        compression: str = "zstd",
+        compression_level: int = 1,
+        pack_size: int | None = None,
+        chunker: Any = None,
+        default_branch: str = DEFAULT_BRANCH,
+    ) -> Repository:
+        """Create a repository at `url` with an empty first commit on `default_branch`."""
+        store = open_store(url, create=True)
+        return cls.init_store(
+            store,
+            compression=compression,
+            compression_level=compression_level,
+            pack_size=pack_size,
+            chunker=chunker,
+            default_branch=default_branch,
+        )
+
+    @classmethod
+    def init_store(cls, store: Store, *, compression: str = "zstd", compression_level: int = 1,
+                   pack_size: int | None = None, chunker: Any = None,
+                   default_branch: str = DEFAULT_BRANCH) -> Repository:
+        """Create a repository on an already opened store (e.g. one wrapped for fault injection)."""
+        check_ref_name(default_branch)
+        kwargs: dict[str, Any] = {"compression": compression, "compression_level": compression_level,
+                                  "extra": {"default_branch": default_branch}}
+        if pack_size is not None:
+            kwargs["pack_size"] = pack_size
+        if chunker is not None:
+            kwargs["chunker"] = chunker
+        config = RepoConfig(**kwargs)
+        try:
+            store.put(CONFIG_KEY, config.encode(), CREATE)
+        except PreconditionFailedError:
+            raise RepositoryExistsError(f"a repository already exists at {store.url}", url=store.url) from None
+        repo = cls(store, config)
+        with repo.odb.writer() as w:
+            tree = w.add_object(EMPTY_TREE)
+            first = w.add_object(Commit(tree, (), "init", default_author(), utc_now(), {}))
+        repo.refs.swap(BRANCHES, default_branch, first, None)
+        log.info("initialised repository %s", store.url)
+        return repo
+
+    @classmethod
+    def open(cls, url: str) -> Repository:
+        """Open an existing repository; raise `RepositoryNotFoundError` if there is none at `url`."""
+        return cls.open_store(open_store(url))
+
+    @classmethod
+    def open_store(cls, store: Store) -> Repository:
+        try:
+            data = store.get(CONFIG_KEY)
+        except KeyNotFoundError:
+            raise RepositoryNotFoundError(
+                f"no dacflow repository at {store.url}; create one with `dacflow init {store.url}`", url=store.url
+            ) from None
+        return cls(store, RepoConfig.decode(data, store.url))
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    @property
+    def default_branch(self) -> str:
+        return str(self.config.extra.get("default_branch", DEFAULT_BRANCH))
+
+    def __repr__(self) -> str:
+        return f"Repository({self.url!r})"
+
+    # -- refs ------------------------------------------------------------------------------------------------
+    def branches(self) -> dict[str, str]:
+        return self.refs.list(BRANCHES)
+
+    def tags(self) -> dict[str, str]:
+        return self.refs.list(TAGS)
+
+    def head(self, branch: str) -> str | None:
+        """The commit a branch points at, or None if the branch does not exist."""
+        return self.refs.get(BRANCHES, check_ref_name(branch))
+
+    def branch(self, name: str, from_: str | None = None) -> Branch:
+        """Return branch `name`, creating it at `from_` (default: the default branch) if it does not exist."""
+        check_ref_name(name)
+        if self.refs.get(BRANCHES, name) is None:
+            start = self.resolve(from_ or self.default_branch)
+            try:
+                self.refs.swap(BRANCHES, name, start, None)
+            except RefConflictError:
+                pass  # someone else created it meanwhile: fine, it exists
+        return Branch(self, name)
+
+    def create_branch(self, name: str, from_: str | None = None) -> Branch:
+        """Create a new branch; raise `RefExistsError` if it exists."""
+        check_ref_name(name)
+        start = self.resolve(from_ or self.default_branch)
+        try:
+            self.refs.swap(BRANCHES, name, start, None)
+        except RefConflictError:
+            raise RefExistsError(f"branch {name!r} already exists", ref=name) from None
+        return Branch(self, name)
+
+    def delete_branch(self, name: str) -> str:
+        """Delete a branch (its commits stay until gc); return the commit it pointed at."""
+        head = self.refs.get(BRANCHES, check_ref_name(name))
+        if head is None:
+            raise RefNotFoundError(f"no branch {name!r}", ref=name)
+        if name == self.default_branch:
+            raise UsageError(f"refusing to delete the default branch {name!r}", ref=name)
+        self.refs.delete(BRANCHES, name)
+        return head
+
+    def tag(self, name: str, ref: str) -> str:
+        """Create tag `name` at `ref` (tags never move); return the commit id."""
+        check_ref_name(name, "tag")
+        commit = self.resolve(ref)
+        try:
+            self.refs.swap(TAGS, name, commit, None)
+        except RefConflictError:
+            raise RefExistsError(f"tag {name!r} already exists", ref=name) from None
+        return commit
+
+    def delete_tag(self, name: str) -> str:
+        commit = self.refs.get(TAGS, check_ref_name(name, "tag"))
+        if commit is None:
+            raise RefNotFoundError(f"no tag {name!r}", ref=name)
+        self.refs.delete(TAGS, name)
+        return commit
+
+    def resolve(self, ref: str) -> str:
+        """Turn a branch, tag, commit id, unique id prefix (6+ hex) or `REF~N` into a commit id."""
+        if not isinstance(ref, str) or not ref:
+            raise RefNotFoundError("empty ref", ref=ref)
+        m = _SUFFIX_RE.match(ref)
+        if m:
+            commit = self.resolve(m.group(1))
+            for _ in range(int(m.group(2))):
+                parents = self.odb.get_commit(commit).parents
+                if not parents:
+                    raise RefNotFoundError(f"{ref!r} goes back past the first commit", ref=ref)
+                commit = parents[0]
+            return commit
+        if is_object_id(ref):
+            if self.odb.locate(ref) is None:
+                raise RefNotFoundError(f"no commit {ref} in {self.url}", ref=ref)
+            self.odb.get_commit(ref)
+            return ref
+        for kind in (BRANCHES, TAGS):
+            try:
+                commit = self.refs.get(kind, ref)
+            except Exception:  # noqa: BLE001 - names that cannot be refs simply are not refs
+                commit = None
+            if commit is not None:
+                return commit
+        if re.fullmatch(r"[0-9a-f]{6,63}", ref):
+            hits = self._commits_with_prefix(ref)
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise RefNotFoundError(f"commit prefix {ref!r} is ambiguous ({len(hits)} commits)", ref=ref)
+        raise RefNotFoundError(f"unknown ref {ref!r}: no branch, tag or commit has that name", ref=ref)
+
+    def _commits_with_prefix(self, prefix: str) -> list[str]:
+        out = []
+        for oid, loc in self.odb.entries():
+            if loc.kind == KIND_META and oid.startswith(prefix):
+                try:
+                    self.odb.get_commit(oid)
+                except Exception:  # noqa: BLE001 - trees and files share the prefix space
+                    continue
+                out.append(oid)
+        return out
+
+    # -- history ---------------------------------------------------------------------------------------------
+    def get_commit(self, ref: str) -> Commit:
+        return self.odb.get_commit(self.resolve(ref))
+
+    def log(self, ref: str | None = None, limit: int | None = None) -> Iterator[tuple[str, Commit]]:
+        """Yield (id, commit) reachable from `ref`, newest first (by time, every parent followed)."""
+        start = self.resolve(ref or self.default_branch)
+        seen = {start}
+        frontier = [(self.odb.get_commit(start), start)]
+        count = 0
+        while frontier and (limit is None or count < limit):
+            frontier.sort(key=lambda item: item[0].time)
+            commit, cid = frontier.pop()
+            yield cid, commit
+            count += 1
+            for parent in commit.parents:
+                if parent not in seen:
+                    seen.add(parent)
+                    frontier.append((self.odb.get_commit(parent), parent))
+
+    def entry(self, ref: str, path: str = "") -> TreeEntry:
+        """The tree entry at `path` in the snapshot `ref` names; raise `RefNotFoundError` if absent."""
+        commit = self.get_commit(ref)
+        entry = lookup(self.odb, commit.tree, path)
+        if entry is None:
+            raise RefNotFoundError(f"no path {path!r} in {ref}", ref=ref, path=path)
+        return entry
+
+    def read_file(self, ref: str, path: str) -> bytes:
+        """The whole content of one file in a snapshot, verified."""
+        entry = self.entry(ref, path)
+        if entry.kind != FILE:
+            raise UsageError(f"{path!r} in {ref} is a {entry.kind}, not a file", path=path)
+        return b"".join(self.odb.get_bytes(c.id) for c in self.odb.get_file(entry.ref).chunks)
+
+    # -- writing ---------------------------------------------------------------------------------------------
+    def snapshot(
+        self,
+        src: str,
+        branch: str | None = None,
+        message: str = "",
+        meta: Mapping[str, Any] | None = None,
+        *,
+        progress: ProgressFn | None = None,
+        use_cache: bool = True,
+        allow_empty: bool = False,
+        workers: int | None = None,
+    ) -> CommitResult:
+        """Store directory `src` and commit it on `branch` (created from the default branch if missing).
+
+        The commit's tree is exactly `src`; if the branch moved meanwhile, the commit lands on top of the new
+        head, which stays in history. An unchanged tree makes no commit unless `allow_empty`.
+        """
+        started = time.time()
+        t0 = time.perf_counter()
+        src = os.path.abspath(src)
+        if branch is None:
+            marker = read_checkout_marker(src)
+            branch = marker["ref"] if marker and marker.get("ref") in self.branches() else self.default_branch
+        self.branch(branch)
+        cache = StatCache(self.config.id, src, enabled=use_cache)
+        with RepoLock(self.store, exclusive=False, purpose="snapshot"), self.odb.writer() as writer:
+            builder = TreeBuilder(writer, self.config.chunker, cache, progress=progress, workers=workers)
+            tree = builder.build(src)
+            result = self._commit(branch, writer, tree=tree, message=message, meta=meta, allow_empty=allow_empty)
+        cache.save(builder.new_cache, started)
+        stats = builder.stats.to_json() | {"packs_written": writer.packs_written, "bytes_stored": writer.bytes_written}
+        return CommitResult(result.commit, branch, result.created, result.parent, time.perf_counter() - t0, stats)
+
+    def commit_changes(
+        self,
+        branch: str,
+        changes: Mapping[str, bytes | str | os.PathLike[str] | None],
+        message: str = "",
+        meta: Mapping[str, Any] | None = None,
+    ) -> CommitResult:
+        """Set or delete individual paths on a branch. Values are bytes, a local file path, or None (delete).
+
+        If the branch moved meanwhile, the change is rebased when nobody else touched the same paths, and
+        `RefConflictError` is raised when they did.
+        """
+        t0 = time.perf_counter()
+        self.branch(branch)
+        base = self.refs.get(BRANCHES, branch)
+        assert base is not None
+        stats = SnapshotStats()
+        entries: dict[str, TreeEntry | None] = {}
+        with RepoLock(self.store, exclusive=False, purpose="commit"), self.odb.writer() as writer:
+            for path, value in changes.items():
+                parts = split_path(path)
+                if not parts:
+                    raise UsageError("a change needs a path below the root", path=path)
+                norm = "/".join(parts)
+                if value is None:
+                    entries[norm] = None
+                    continue
+                if isinstance(value, (bytes, bytearray, memoryview)):
+                    data = bytes(value)
+                else:
+                    try:
+                        with open(value, "rb") as f:
+                            data = f.read()
+                    except OSError as exc:
+                        raise UsageError(f"cannot read {value}: {exc.strerror}", path=str(value)) from None
+                fid = store_bytes(writer, data, self.config.chunker, stats)
+                entries[norm] = TreeEntry(parts[-1], FILE, fid, len(data), MODE_FILE)
+            result = self._commit(branch, writer, changes=entries, base=base, message=message, meta=meta)
+        return CommitResult(result.commit, branch, result.created, result.parent, time.perf_counter() - t0,
+                            stats.to_json())
+
+    def _commit(
+        self,
+        branch: str,
+        writer: PackWriter,
+        *,
+        message: str,
+        meta: Mapping[str, Any] | None,
+        tree: str | None = None,
+        changes: Mapping[str, TreeEntry | None] | None = None,
+        base: str | None = None,
+        allow_empty: bool = False,
+    ) -> CommitResult:
+        """Publish a commit of `tree` (or of `changes` applied to `base`) and move the branch by CAS."""
+        base_tree = self.odb.get_commit(base).tree if base else None
+        delay = 0.001
+        for _attempt in range(MAX_ATTEMPTS):
+            head, token = self.refs.read(BRANCHES, branch)
+            if head is None:
+                raise RefNotFoundError(f"branch {branch!r} was deleted while committing to it", ref=branch)
+            head_tree = self.odb.get_commit(head).tree
+            if changes is not None:
+                if head != base:
+                    theirs = diff_trees(self.odb, base_tree, head_tree, content=False).paths
+                    clash = overlaps(set(changes), theirs)
+                    if clash:
+                        raise RefConflictError(
+                            f"branch {branch!r} moved and the new head also changed {', '.join(sorted(clash)[:5])}",
+                            ref=branch,
+                            paths=sorted(clash),
+                        )
+                new_tree = apply_changes(self.odb, writer, head_tree, changes)
+            else:
+                assert tree is not None
+                new_tree = tree
+            if new_tree == head_tree and not allow_empty:
+                writer.flush()
+                return CommitResult(head, branch, False, head)
+            commit = Commit(new_tree, (head,), message, default_author(), utc_now(), dict(meta or {}))
+            cid = writer.add_object(commit)
+            writer.flush()  # every object the commit reaches is readable before the ref can point at it
+            try:
+                self.refs.swap(BRANCHES, branch, cid, token)
+                log.info("branch %s -> %s", branch, cid[:16])
+                return CommitResult(cid, branch, True, head)
+            except RefConflictError:
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.5, 0.05)
+        raise RefConflictError(
+            f"branch {branch!r} kept moving; gave up after {MAX_ATTEMPTS} attempts", ref=branch
+        )
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    def checkout(
+        self, ref: str, dest: str, *, path: str = "", force: bool = False, progress: ProgressFn | None = None
+    ) -> tuple[str, CheckoutStats]:
+        """Write the snapshot `ref` (or its directory `path`) into `dest`; return (commit id, stats)."""
+        commit_id = self.resolve(ref)
+        entry = lookup(self.odb, self.odb.get_commit(commit_id).tree, path)
+        if entry is None:
+            raise RefNotFoundError(f"no path {path!r} in {ref}", ref=ref, path=path)
+        if entry.kind != DIR:
+            raise UsageError(f"{path!r} in {ref} is a {entry.kind}; checkout takes a directory", path=path)
+        total = self.odb.get_tree(entry.ref).size
+        stats = Checkout(self.odb, force=force, progress=progress).run(entry.ref, dest, total)
+        if not path:
+            write_checkout_marker(dest, self.url, ref if ref in self.branches() else commit_id, commit_id)
+        return commit_id, stats
+
+    def diff(self, a: str, b: str) -> TreeDiff:
+        """Paths added, removed and modified from snapshot `a` to snapshot `b`."""
+        return diff_trees(self.odb, self.get_commit(a).tree, self.get_commit(b).tree)
+
+    def status(self, src: str, branch: str | None = None) -> tuple[str, TreeDiff]:
+        """What changed in directory `src` since the head of `branch` (from its checkout marker by default).
+
+        Hashes changed files without storing anything; returns (branch, diff).
+        """
+        src = os.path.abspath(src)
+        if branch is None:
+            marker = read_checkout_marker(src)
+            branch = marker["ref"] if marker and marker.get("ref") in self.branches() else self.default_branch
+        head = self.resolve(branch)
+        overlay = MemoryWriter(self.odb)
+        builder = TreeBuilder(overlay, self.config.chunker, StatCache(self.config.id, src))  # type: ignore[arg-type]
+        tree = builder.build(src)
+        return branch, diff_trees(overlay.view(), self.odb.get_commit(head).tree, tree)
+
+    # -- maintenance -----------------------------------------------------------------------------------------
+    def check(self, *, read_data: bool = False, progress: ProgressFn | None = None) -> Any:
+        """Verify the repository; see `dacflow.check.check_repository`."""
+        from .check import check_repository
+
+        return check_repository(self, read_data=read_data, progress=progress)
+
+    def gc(self, *, grace_hours: float = 24.0, dry_run: bool = False, progress: ProgressFn | None = None) -> Any:
+        """Delete unreachable objects older than the grace period; see `dacflow.gc.collect_garbage`."""
+        from .gc import collect_garbage
+
+        return collect_garbage(self, grace_seconds=grace_hours * 3600, dry_run=dry_run, progress=progress)
+
+
+class Branch:
+    """A named line of history in a repository; the handle scripts and engine plugins write through."""
+
+    def __init__(self, repo: Repository, name: str) -> None:
+        self.repo = repo
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Branch({self.repo.url!r}, {self.name!r})"
+
+    @property
+    def head(self) -> str:
+        commit = self.repo.head(self.name)
+        if commit is None:
+            raise RefNotFoundError(f"no branch {self.name!r}", ref=self.name)
+        return commit
+
+    def snapshot(self, src: str, message: str = "", meta: Mapping[str, Any] | None = None, **kwargs: Any) -> CommitResult:
+        """Snapshot a directory onto this branch (see `Repository.snapshot`)."""
+        return self.repo.snapshot(src, self.name, message, meta, **kwargs)
+
+    def commit_files(
+        self, changes: Mapping[str, bytes | str | os.PathLike[str] | None], message: str = "",
+        meta: Mapping[str, Any] | None = None,
+    ) -> CommitResult:
+        """Set or delete paths on this branch (see `Repository.commit_changes`)."""
+        return self.repo.commit_changes(self.name, changes, message, meta)
+
+    def log(self, limit: int | None = None) -> Iterator[tuple[str, Commit]]:
+        return self.repo.log(self.name, limit)
+
+
+__all__ = ["Branch", "CommitResult", "ObjectNotFoundError", "Repository"]

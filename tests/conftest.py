@@ -1,0 +1,61 @@
+"""Shared fixtures: every test gets its own repository, stat-cache directory and HOME."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dacflow import Repository
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep caches and author names out of the developer's home."""
+    monkeypatch.setenv("DACFLOW_CACHE_DIR", str(tmp_path / "_cache"))
+    monkeypatch.setenv("DACFLOW_AUTHOR", "tester")
+    monkeypatch.delenv("DACFLOW_REPO", raising=False)
+
+
+@pytest.fixture
+def repo_path(tmp_path: Path) -> Path:
+    return tmp_path / "repo"
+
+
+@pytest.fixture
+def repo(repo_path: Path) -> Repository:
+    return Repository.init(str(repo_path))
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> Iterator[random.Random]:
+    """A seeded RNG; the seed is printed so a failure can be replayed with DACFLOW_TEST_SEED."""
+    seed = int(os.environ.get("DACFLOW_TEST_SEED", random.randrange(1 << 30)))
+    print(f"{request.node.nodeid}: seed {seed} (replay with DACFLOW_TEST_SEED={seed})", file=sys.stderr)
+    yield random.Random(seed)
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    """Create files (path -> content) below root."""
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    """All regular files below root (path -> content), ignoring dacflow's metadata folder."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if rel.split("/")[0] == ".dacflow" or p.is_symlink() or not p.is_file():
+            continue
+        out[rel] = p.read_bytes()
+    return out
