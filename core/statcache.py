@@ -83,7 +83,7 @@ class StatCache:
         rows = [
             (p, e.key.size, e.key.mtime_ns, e.key.ino, e.key.ctime_ns, e.file_id, ",".join(e.chunk_ids))
             for p, e in entries.items()
-            if e.key.mtime_ns < cutoff_ns and e.key.ctime_ns < cutoff_ns
+            if e.key.mtime_ns < cutoff_ns
         ]
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)

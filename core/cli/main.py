@@ -123,7 +123,7 @@ def init(ctx: Ctx, location: str | None, compression: str, default_branch: str) 
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=str))
+@click.argument("directory")
 @click.option("-b", "--branch", help="Branch to commit to (default: the checkout's branch, else the default).")
 @click.option("-m", "--message", default="", help="Commit message.")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata to record on the commit (repeatable).")
@@ -213,7 +213,7 @@ def show(ctx: Ctx, target: str) -> None:
 
 @cli.command()
 @click.argument("target", metavar="REF:PATH")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to a file.")
+@click.option("-o", "--output", help="Write to this file instead of standard output.")
 @pass_ctx
 def cat(ctx: Ctx, target: str, output: str | None) -> None:
     """Print the content of a file in a snapshot (verified)."""
@@ -299,7 +299,7 @@ def diff(ctx: Ctx, a: str, b: str) -> None:
 
 @cli.command()
 @click.argument("target", metavar="REF[:PATH]")
-@click.argument("directory", type=click.Path(path_type=str))
+@click.argument("directory")
 @click.option("-f", "--force", is_flag=True, help="Write into a non-empty directory, replacing what conflicts.")
 @pass_ctx
 def checkout(ctx: Ctx, target: str, directory: str, force: bool) -> None:
@@ -314,7 +314,7 @@ def checkout(ctx: Ctx, target: str, directory: str, force: bool) -> None:
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=str))
+@click.argument("directory")
 @click.option("-b", "--branch", help="Compare with this branch (default: the checkout's branch, else the default).")
 @pass_ctx
 def status(ctx: Ctx, directory: str, branch: str | None) -> None:
@@ -380,7 +380,10 @@ def main(argv: list[str] | None = None) -> None:
         err.print("dacflow: aborted")
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see: {exc.ctx.command_path} --help)"
+        click.echo(f"dacflow: error: {exc.format_message()}{hint}", err=True)
         sys.exit(exc.exit_code)
     except DacflowError as exc:
         if debug:

@@ -1,0 +1,1 @@
+"""Test helpers that ship with dacflow so that every store, including third-party ones, can prove itself."""
