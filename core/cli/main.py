@@ -408,3 +408,6 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+from . import demo as _demo  # noqa: E402,F401 - registers `dacflow demo` on the group above
