@@ -34,7 +34,7 @@ from .errors import (
     PreconditionFailedError,
     UnsupportedFormatError,
 )
-from .objects import Commit, FileObject, Tree, canonical_json, decode, hash_bytes, is_object_id
+from .objects import ChunkRef, Commit, FileObject, Tree, canonical_json, decode, hash_bytes, is_object_id
 from .stores.base import CREATE, Store
 
 log = logging.getLogger(__name__)
@@ -249,11 +249,15 @@ class ObjectDatabase:
             self.forget_packs([loc.pack])
             self.refresh()
             loc2 = self._index.get(oid)
-            if loc2 is None:
+            try:
+                if loc2 is None:
+                    raise KeyNotFoundError(pack_key(loc.pack))
+                loc, stored = loc2, self.read_stored(oid, loc2)
+            except KeyNotFoundError:
+                # No other copy, or the index outlived its pack (deleted pack): the object is missing.
                 raise ObjectNotFoundError(
                     f"object {oid} is missing: pack {loc.pack[:16]} is gone from {self.store.url}", id=oid
                 ) from None
-            loc, stored = loc2, self.read_stored(oid, loc2)
         if len(stored) != loc.length:
             raise CorruptObjectError(
                 f"object {oid} in pack {loc.pack[:16]} is truncated ({len(stored)} of {loc.length} bytes)",
@@ -261,6 +265,16 @@ class ObjectDatabase:
                 where=loc.pack,
             )
         return decode_blob(oid, stored, f"pack {loc.pack[:16]}")
+
+    def get_chunk(self, chunk: ChunkRef, file_id: str) -> bytes:
+        """A chunk of file `file_id`, verified, and of the size the file object says (else it is corrupt)."""
+        data = self.get_bytes(chunk.id)
+        if len(data) != chunk.size:
+            raise CorruptObjectError(
+                f"file {file_id[:16]} lists chunk {chunk.id[:16]} as {chunk.size} bytes; it has {len(data)}",
+                id=file_id,
+            )
+        return data
 
     def get_tree(self, oid: str) -> Tree:
         obj = decode(oid, self.get_bytes(oid), "tree")
@@ -290,8 +304,22 @@ class ObjectDatabase:
                 self._index.setdefault(oid, loc)
 
 
+@dataclass
+class _OpenPack:
+    """A pack being filled in a staging file."""
+
+    file: IO[bytes]
+    path: str
+    entries: list[list[object]]
+    offset: int
+
+
 class PackWriter:
-    """Appends objects to packs in a staging file and publishes each full pack, in order, in the background.
+    """Appends objects to packs in staging files and publishes each full pack, in order, in the background.
+
+    Data chunks and metadata go to separate packs (as restic does): reading trees never touches data packs, and
+    a transfer can copy data packs whole and publish metadata strictly after the data it references. A metadata
+    pack is never published before the data pack being filled beside it, so invariant 1 holds at every moment.
 
     Thread-safe: several threads may `add` at once. Use as a context manager; leaving the block normally
     publishes everything, leaving it by an exception publishes nothing more (what was published is garbage
@@ -301,10 +329,7 @@ class PackWriter:
     def __init__(self, odb: ObjectDatabase) -> None:
         self.odb = odb
         self._lock = threading.Lock()
-        self._file: IO[bytes] | None = None
-        self._path = ""
-        self._entries: list[list[object]] = []
-        self._offset = 0
+        self._open: dict[str, _OpenPack] = {}
         self._pending: set[str] = set()
         self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dacflow-pack")
         self._futures: list[Future[None]] = []
@@ -341,20 +366,20 @@ class PackWriter:
         with self._lock:
             if oid in self._pending or (not force and self.odb.has(oid)):
                 return False
-            if self._file is None:
-                self._open()
-            assert self._file is not None
-            self._file.write(codec)
-            self._file.write(stored)
+            pack = self._open.get(kind) or self._new_pack(kind)
+            pack.file.write(codec)
+            pack.file.write(stored)
             length = 1 + len(stored)
-            self._entries.append([oid, kind, self._offset, length])
-            self._offset += length
+            pack.entries.append([oid, kind, pack.offset, length])
+            pack.offset += length
             self._pending.add(oid)
             self.objects_written += 1
             self.bytes_written += length
             self.raw_bytes_written += len(payload)
-            if self._offset >= self.odb.pack_size:
-                self._seal()
+            if pack.offset >= self.odb.pack_size:
+                if kind == KIND_META:
+                    self._seal(KIND_CHUNK)  # the data this metadata may reference goes first
+                self._seal(kind)
         return True
 
     def add_object(self, obj: FileObject | Tree | Commit) -> str:
@@ -364,33 +389,33 @@ class PackWriter:
         self.add(oid, data, KIND_META)
         return oid
 
-    def _open(self) -> None:
+    def _new_pack(self, kind: str) -> _OpenPack:
         staging = self.odb.store.staging_dir()
-        self._path = os.path.join(staging, f"pack-{uuid.uuid4().hex}.tmp")
-        self._file = open(self._path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in _seal/abort
-        self._file.write(PACK_MAGIC)
-        self._offset = len(PACK_MAGIC)
-        self._entries = []
+        path = os.path.join(staging, f"pack-{uuid.uuid4().hex}.tmp")
+        f = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in _seal/abort
+        f.write(PACK_MAGIC)
+        pack = self._open[kind] = _OpenPack(f, path, [], len(PACK_MAGIC))
+        return pack
 
-    def _seal(self) -> None:
-        """Finish the current pack file and hand it to the publisher thread (caller holds the lock)."""
-        f, path, entries = self._file, self._path, self._entries
-        assert f is not None
-        self._file, self._entries = None, []
+    def _seal(self, kind: str) -> None:
+        """Finish the open pack of `kind` and hand it to the publisher thread (caller holds the lock)."""
+        pack = self._open.pop(kind, None)
+        if pack is None:
+            return
         created = time.time()
-        pack_id, index_bytes = encode_index(entries, created)
-        f.write(index_bytes)
-        f.write(struct.pack("<Q", len(index_bytes)))
-        f.write(PACK_END)
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        self._futures.append(self._publisher.submit(self._publish, path, pack_id, index_bytes, entries, created))
+        pack_id, index_bytes = encode_index(pack.entries, created)
+        pack.file.write(index_bytes)
+        pack.file.write(struct.pack("<Q", len(index_bytes)))
+        pack.file.write(PACK_END)
+        pack.file.close()
+        self._futures.append(
+            self._publisher.submit(self._publish, pack.path, pack_id, index_bytes, pack.entries, created)
+        )
 
     def _publish(self, path: str, pack_id: str, index_bytes: bytes, entries: list[list[object]], created: float) -> None:
         store = self.odb.store
         try:
-            store.put_file(pack_key(pack_id), path, CREATE)
+            store.put_file(pack_key(pack_id), path, CREATE)  # the store makes it durable (fsync) first
         except PreconditionFailedError:
             pass  # an identical pack (same index, same content) is already there
         finally:
@@ -408,10 +433,10 @@ class PackWriter:
         log.debug("published pack %s with %d objects", pack_id[:16], len(entries))
 
     def flush(self) -> None:
-        """Publish everything added so far and wait until it is readable."""
+        """Publish everything added so far (data packs before metadata packs) and wait until it is readable."""
         with self._lock:
-            if self._file is not None and self._entries:
-                self._seal()
+            self._seal(KIND_CHUNK)
+            self._seal(KIND_META)
         futures, self._futures = self._futures, []
         for fut in futures:
             fut.result()
@@ -423,21 +448,21 @@ class PackWriter:
         try:
             self.flush()
         finally:
-            self._discard_open_file()
+            self._discard_open_files()
             self._publisher.shutdown(wait=True)
 
     def abort(self) -> None:
-        """Stop without publishing the pack being filled; wait for packs already handed off."""
-        self._discard_open_file()
+        """Stop without publishing the packs being filled; wait for packs already handed off."""
+        self._discard_open_files()
         self._publisher.shutdown(wait=True)
 
-    def _discard_open_file(self) -> None:
+    def _discard_open_files(self) -> None:
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-                if os.path.exists(self._path):
-                    os.unlink(self._path)
+            for pack in self._open.values():
+                pack.file.close()
+                if os.path.exists(pack.path):
+                    os.unlink(pack.path)
+            self._open.clear()
 
 
 class MemoryWriter:

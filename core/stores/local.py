@@ -30,9 +30,29 @@ _LOCK_SUFFIX = ".lock"
 _LOCK_WAIT_SECONDS = 30.0
 
 
+_SMALL = 1 << 20
+
+
 def content_token(data: bytes | memoryview) -> str:
-    """The local store's version token: a hash of the content, so equal content means equal version."""
+    """The version token of a small key: a hash of the content, so equal content means equal version."""
     return blake3.blake3(data).hexdigest(length=16)
+
+
+def _stat_token(st: os.stat_result) -> str:
+    return f"s{st.st_size}-{st.st_ino}-{st.st_mtime_ns}"
+
+
+def file_token(path: str) -> str:
+    """The version token of the file at `path`: a content hash up to 1 MiB (refs, configs), else its identity.
+
+    Large keys are write-once packs, for which size, inode and mtime identify a version; small keys (refs) are
+    compared by content so an inode reused within one clock tick can never fake an unchanged version.
+    """
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if st.st_size > _SMALL:
+            return _stat_token(st)
+        return content_token(f.read())
 
 
 def _fsync_dir(path: str) -> None:
@@ -106,7 +126,7 @@ class LocalStore:
         os.close(fd)
         return tmp
 
-    def _publish(self, tmp: str, key: str, mode: PutMode, token: str) -> str:
+    def _publish(self, tmp: str, key: str, mode: PutMode) -> str:
         path = self._path(key)
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
@@ -122,8 +142,7 @@ class LocalStore:
             else:
                 with self._locked(path, key):
                     try:
-                        with open(path, "rb") as f:
-                            current = content_token(f.read())
+                        current = file_token(path)
                     except FileNotFoundError:
                         raise PreconditionFailedError(f"key {key!r} does not exist", key=key) from None
                     if current != mode.token:
@@ -132,9 +151,9 @@ class LocalStore:
                         )
                     os.replace(tmp, path)
             _fsync_dir(parent)
+            return file_token(path)
         finally:
             _unlink_quiet(tmp)
-        return token
 
     @contextmanager
     def _locked(self, path: str, key: str) -> Iterator[None]:
@@ -182,15 +201,23 @@ class LocalStore:
 
     def get_with_token(self, key: str) -> tuple[bytes, str]:
         """Read a key with the token that a compare-and-swap of it must present."""
-        data = self.get(key)
-        return data, content_token(data)
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
+        except (FileNotFoundError, IsADirectoryError):
+            raise KeyNotFoundError(f"no key {key!r} in {self.url}", key=key) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}", key=key) from None
+        return data, (_stat_token(st) if st.st_size > _SMALL else content_token(data))
 
     def put(self, key: str, data: bytes | memoryview, mode: PutMode = OVERWRITE) -> str:
         """Atomically write a key (temp → fsync → link or rename → fsync dir)."""
         self._path(key)
         try:
             tmp = self._write_temp(data)
-            return self._publish(tmp, key, mode, content_token(data))
+            return self._publish(tmp, key, mode)
         except PreconditionFailedError:
             raise
         except OSError as exc:
@@ -203,24 +230,23 @@ class LocalStore:
             if os.path.dirname(os.path.abspath(path)) != self._tmp:
                 with open(path, "rb") as f:
                     return self.put(key, f.read(), mode)
-            h = blake3.blake3()
-            with open(path, "rb+", buffering=0) as f:
-                while block := f.read(8 << 20):
-                    h.update(block)
-                os.fsync(f.fileno())
-            return self._publish(path, key, mode, h.hexdigest(length=16))
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return self._publish(path, key, mode)
         except PreconditionFailedError:
             raise
         except OSError as exc:
             raise StoreError(f"cannot write {key!r} in {self.root}: {exc.strerror}", key=key) from None
 
     def head(self, key: str) -> ObjectInfo | None:
-        """Stat a key; its token is a hash of the content, so this reads the key."""
+        """Stat a key (a small key is read to hash its content for the token)."""
         path = self._path(key)
         try:
             st = os.stat(path)
-            with open(path, "rb") as f:
-                token = content_token(f.read())
+            token = file_token(path)
         except (FileNotFoundError, IsADirectoryError):
             return None
         except OSError as exc:
