@@ -19,8 +19,8 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .errors import DacflowError, UsageError
-from .names import META_DIR
+from .errors import DacflowError, UnsafePathError, UsageError
+from .names import MAX_TREE_DEPTH, META_DIR
 from .objects import DIR, LINK, MODE_EXEC, TreeEntry
 from .odb import ObjectDatabase
 from .snapshot import ProgressFn
@@ -84,7 +84,12 @@ class Checkout:
             self.progress("write", self.stats.bytes, self._total)
         return self.stats
 
-    def _write_tree(self, tree_id: str, dir_fd: int, where: str, pool: ThreadPoolExecutor) -> None:
+    def _write_tree(
+        self, tree_id: str, dir_fd: int, where: str, pool: ThreadPoolExecutor, depth: int = 0
+    ) -> None:
+        if depth > MAX_TREE_DEPTH:  # as snapshot and trees.walk: a hostile tree must not recurse without end
+            raise UnsafePathError(f"tree at {where} is nested deeper than {MAX_TREE_DEPTH} levels",
+                                  name=where)
         tree = self.odb.get_tree(tree_id)
         futures: list[Future[None]] = []
         subdirs: list[TreeEntry] = []
@@ -99,7 +104,7 @@ class Checkout:
             for entry in subdirs:
                 child_fd = self._open_subdir(entry.name, dir_fd, where)
                 try:
-                    self._write_tree(entry.ref, child_fd, f"{where}/{entry.name}", pool)
+                    self._write_tree(entry.ref, child_fd, f"{where}/{entry.name}", pool, depth + 1)
                 finally:
                     os.close(child_fd)
                 self.stats.dirs += 1
@@ -146,7 +151,8 @@ class Checkout:
         try:
             with open(fd, "wb", buffering=1 << 20, closefd=True) as out:
                 for chunk in fobj.chunks:
-                    data = self.odb.get_bytes(chunk.id)  # verified: raises before a bad byte is written
+                    # Verified (hash and size): raises before a bad byte is written.
+                    data = self.odb.get_chunk(chunk, entry.ref)
                     out.write(data)
                     self._advance(len(data))
             self._clear(entry.name, dir_fd, where, keep_dir=False)

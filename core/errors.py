@@ -98,6 +98,10 @@ class StoreError(DacflowError):
     exit_code = 8
 
 
+class TransientStoreError(StoreError):
+    """A failure that may pass if tried again (dropped connection, throttling, 5xx); wrappers retry it."""
+
+
 class KeyNotFoundError(StoreError):
     """A store key does not exist."""
 
@@ -126,6 +130,7 @@ __all__ = [
     "RepositoryLockedError",
     "RepositoryNotFoundError",
     "StoreError",
+    "TransientStoreError",
     "UnsafePathError",
     "UnsupportedFormatError",
     "UsageError",

@@ -73,7 +73,8 @@ def split_path(path: str) -> list[str]:
     parts = [p for p in path.strip("/").split("/") if p]
     for part in parts:
         check_name(part, where=repr(path))
-    if len(parts) > MAX_TREE_DEPTH:
+    # MAX_TREE_DEPTH directories below the root, plus the name inside the deepest one (as snapshot stores).
+    if len(parts) > MAX_TREE_DEPTH + 1:
         raise UnsafePathError(f"path {path!r} is deeper than {MAX_TREE_DEPTH} levels", name=path)
     return parts
 
@@ -85,7 +86,7 @@ def check_ref_name(name: str, kind: str = "branch") -> str:
     if len(name.encode()) > MAX_REF_BYTES:
         raise InvalidRefNameError(f"{kind} name {name!r} is longer than {MAX_REF_BYTES} bytes", name=name)
     if (
-        not _REF_RE.match(name)
+        not _REF_RE.fullmatch(name)  # not match: "$" would let a trailing newline through
         or ".." in name
         or "//" in name
         or name.endswith(("/", ".", ".lock"))

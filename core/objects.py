@@ -36,7 +36,7 @@ def hash_bytes(data: bytes | memoryview) -> str:
 
 def is_object_id(value: object) -> bool:
     """True if `value` looks like a full object id."""
-    return isinstance(value, str) and bool(_ID_RE.match(value))
+    return isinstance(value, str) and bool(_ID_RE.fullmatch(value))  # fullmatch: "$" allows a final "\n"
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -157,6 +157,7 @@ class ObjectDatabase:
         self._lock = threading.Lock()
         self._loaded = False
         self._overlay: dict[str, bytes] = {}
+        self._by_pack: dict[str, dict[str, Location]] | None = None
 
     # -- index -----------------------------------------------------------------------------------------------
     def refresh(self) -> int:
@@ -167,21 +168,27 @@ class ObjectDatabase:
             if pack_id in self._packs or not is_object_id(pack_id):
                 continue
             try:
-                data = self.store.get(info.key)
+                pid, created, entries = self._read_index(info.key)
             except KeyNotFoundError:
                 continue  # deleted by gc meanwhile
-            try:
-                pid, created, entries = decode_index(info.key, data)
             except CorruptObjectError as exc:
-                log.warning("skipping %s", exc)
+                log.warning("skipping %s", exc)  # not remembered: the next refresh reads it again
                 continue
             with self._lock:
                 self._packs[pid] = created or info.mtime
                 for oid, loc in entries:
                     self._index.setdefault(oid, loc)
+                self._by_pack = None
             new += 1
         self._loaded = True
         return new
+
+    def _read_index(self, key: str) -> tuple[str, float, list[tuple[str, Location]]]:
+        """Read and decode an index, reading once more if it arrives corrupt (a flip on the wire)."""
+        try:
+            return decode_index(key, self.store.get(key))
+        except CorruptObjectError:
+            return decode_index(key, self.store.get(key))
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -210,10 +217,21 @@ class ObjectDatabase:
         self._ensure_loaded()
         yield from list(self._index.items())
 
+    def objects_by_pack(self) -> dict[str, dict[str, Location]]:
+        """Known objects grouped by the pack that serves them (computed once per loaded index set)."""
+        self._ensure_loaded()
+        with self._lock:
+            if self._by_pack is None:
+                groups: dict[str, dict[str, Location]] = {}
+                for oid, loc in self._index.items():
+                    groups.setdefault(loc.pack, {})[oid] = loc
+                self._by_pack = groups
+            return self._by_pack
+
     def reset(self) -> None:
         """Forget every loaded index; the next read loads them again (after gc rewrote packs)."""
         with self._lock:
-            self._index, self._packs, self._loaded = {}, {}, False
+            self._index, self._packs, self._loaded, self._by_pack = {}, {}, False, None
 
     def forget_packs(self, pack_ids: Iterable[str]) -> None:
         """Drop packs from the in-memory index (after gc deleted them)."""
@@ -223,6 +241,7 @@ class ObjectDatabase:
                 self._packs.pop(pid, None)
             for oid in [o for o, loc in self._index.items() if loc.pack in gone]:
                 del self._index[oid]
+            self._by_pack = None
 
     # -- reading ---------------------------------------------------------------------------------------------
     def read_stored(self, oid: str, loc: Location) -> bytes:
@@ -258,6 +277,14 @@ class ObjectDatabase:
                 raise ObjectNotFoundError(
                     f"object {oid} is missing: pack {loc.pack[:16]} is gone from {self.store.url}", id=oid
                 ) from None
+        try:
+            return self._decode_stored(oid, loc, stored)
+        except CorruptObjectError:
+            # Read once more: bytes damaged in transit are not damaged at rest. Twice bad is corrupt.
+            return self._decode_stored(oid, loc, self.read_stored(oid, loc))
+
+    @staticmethod
+    def _decode_stored(oid: str, loc: Location, stored: bytes) -> bytes:
         if len(stored) != loc.length:
             raise CorruptObjectError(
                 f"object {oid} in pack {loc.pack[:16]} is truncated ({len(stored)} of {loc.length} bytes)",
@@ -302,6 +329,7 @@ class ObjectDatabase:
             self._packs[pack_id] = created
             for oid, loc in entries:
                 self._index.setdefault(oid, loc)
+            self._by_pack = None
 
 
 @dataclass

@@ -33,18 +33,21 @@ from .errors import (
 )
 from .locks import RepoLock
 from .names import check_ref_name, split_path
-from .objects import DIR, EMPTY_TREE, FILE, MODE_FILE, Commit, TreeEntry, is_object_id, utc_now
+from .objects import DIR, EMPTY_TREE, FILE, MODE_FILE, Commit, TreeEntry, hash_bytes, is_object_id, utc_now
 from .odb import KIND_META, MemoryWriter, ObjectDatabase, PackWriter
 from .refs import BRANCHES, TAGS, Refs
 from .snapshot import ProgressFn, SnapshotStats, TreeBuilder, store_bytes
 from .statcache import StatCache
 from .stores import open_store
 from .stores.base import CREATE, Store
-from .trees import TreeDiff, apply_changes, diff_trees, lookup, overlaps
+from .trees import TreeDiff, apply_changes, diff_trees, inside_removed_dirs, lookup, overlaps
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BRANCH = "main"
+#: Every repository starts from this same commit (empty tree, fixed author and time), so independently created
+#: repositories share a root and a first push to an empty hub is a fast-forward.
+ROOT_COMMIT = Commit(hash_bytes(EMPTY_TREE.encode()), (), "init", "dacflow", "1970-01-01T00:00:00.000000Z", {})
 MAX_ATTEMPTS = 200
 _SUFFIX_RE = re.compile(r"^(.*?)~(\d+)$")
 
@@ -134,7 +137,7 @@ class Repository:
         repo = cls(store, config)
         with repo.odb.writer() as w:
             tree = w.add_object(EMPTY_TREE)
-            first = w.add_object(Commit(tree, (), "init", default_author(), utc_now(), {}))
+            first = w.add_object(ROOT_COMMIT)
         repo.refs.swap(BRANCHES, default_branch, first, None)
         log.info("initialised repository %s", store.url)
         return repo
@@ -301,7 +304,7 @@ class Repository:
         entry = self.entry(ref, path)
         if entry.kind != FILE:
             raise UsageError(f"{path!r} in {ref} is a {entry.kind}, not a file", path=path)
-        return b"".join(self.odb.get_bytes(c.id) for c in self.odb.get_file(entry.ref).chunks)
+        return b"".join(self.odb.get_chunk(c, entry.ref) for c in self.odb.get_file(entry.ref).chunks)
 
     # -- writing ---------------------------------------------------------------------------------------------
     def snapshot(
@@ -402,6 +405,7 @@ class Repository:
                 if head != base:
                     theirs = diff_trees(self.odb, base_tree, head_tree, content=False).paths
                     clash = overlaps(set(changes), theirs)
+                    clash |= inside_removed_dirs(self.odb, base_tree, head_tree, set(changes))
                     if clash:
                         raise RefConflictError(
                             f"branch {branch!r} moved and the new head also changed {', '.join(sorted(clash)[:5])}",

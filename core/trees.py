@@ -158,6 +158,26 @@ def overlaps(a: set[str], b: set[str]) -> set[str]:
     return hits
 
 
+def inside_removed_dirs(odb: ObjectDatabase, old: str | None, new: str, paths: set[str]) -> set[str]:
+    """Paths of `paths` below a directory that tree `old` has and tree `new` no longer has as a directory.
+
+    A diff lists files only, so a new path inside a directory the other side deleted overlaps none of them."""
+    hits: set[str] = set()
+    for path in paths if old is not None else ():
+        a, b = old, new
+        for part in split_path(path)[:-1]:
+            ea, eb = odb.get_tree(a).get(part), odb.get_tree(b).get(part)
+            if ea is None or ea.kind != DIR:
+                break
+            if eb is None or eb.kind != DIR:
+                hits.add(path)
+                break
+            if ea.ref == eb.ref:
+                break
+            a, b = ea.ref, eb.ref
+    return hits
+
+
 def apply_changes(
     odb: ObjectDatabase, writer: PackWriter, root_id: str | None, changes: Mapping[str, TreeEntry | None]
 ) -> str:

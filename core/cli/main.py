@@ -371,6 +371,79 @@ def gc(ctx: Ctx, grace_hours: float, dry_run: bool) -> None:
         f"{report.packs_rewritten} rewritten; {report.kept_young} unreachable objects kept (younger than grace)"))
 
 
+def _two_repos(ctx: Ctx, args: tuple[str, ...], verb: str, missing_is_src: bool) -> tuple[str, str]:
+    if len(args) == 2:
+        return args[0], args[1]
+    if len(args) == 1 and ctx.repo_url:
+        return (ctx.repo_url, args[0]) if missing_is_src else (args[0], ctx.repo_url)
+    raise UsageError(f"{verb} takes SRC DST (or one of them, the other being --repo)")
+
+
+def _report_transfer(ctx: Ctx, report: Any) -> None:
+    doc = report.to_json()
+
+    def human() -> None:
+        for name, r in sorted(doc["refs"].items()):
+            frm = (r["from"] or "(new)")[:12]
+            out.print(f"{name}: {frm} -> {r['to'][:12]} ({r['status']})")
+        out.print(
+            f"sent {doc['objects_sent']} objects, {human_bytes(doc['bytes_sent'])} "
+            f"({doc['packs_copied_whole']} packs whole); skipped {doc['objects_skipped']} already present "
+            f"({human_bytes(doc['raw_bytes_skipped'])}); {doc['requests']} requests in {doc['seconds']:.2f}s "
+            f"({human_bytes(doc['throughput_bytes_per_s'])}/s)"
+        )
+
+    ctx.emit(doc, human)
+
+
+_ref_option = click.option("--ref", "refs", multiple=True, metavar="NAME", help="Branch or tag to send (repeatable; default: all).")
+_force_option = click.option("--force", is_flag=True, help="Overwrite destination branches that diverged.")
+
+
+@cli.command()
+@click.argument("repos", nargs=-1, metavar="[SRC] DST")
+@_ref_option
+@_force_option
+@pass_ctx
+def push(ctx: Ctx, repos: tuple[str, ...], refs: tuple[str, ...], force: bool) -> None:
+    """Send refs and the objects they need from SRC (default: --repo) to DST; only what DST lacks moves."""
+    from ..transfer import transfer
+
+    src, dst = _two_repos(ctx, repos, "push", missing_is_src=True)
+    with progress_bar(ctx, "push") as progress:
+        report = transfer(src, dst, list(refs) or None, force=force, progress=progress)
+    _report_transfer(ctx, report)
+
+
+@cli.command()
+@click.argument("repos", nargs=-1, metavar="SRC [DST]")
+@_ref_option
+@_force_option
+@click.option("--from", "peers", multiple=True, metavar="URL", help="Another repository that may serve data (repeatable).")
+@pass_ctx
+def pull(ctx: Ctx, repos: tuple[str, ...], refs: tuple[str, ...], force: bool, peers: tuple[str, ...]) -> None:
+    """Fetch refs from SRC into DST (default: --repo); data may come from several --from peers at once."""
+    from ..transfer import transfer
+
+    src, dst = _two_repos(ctx, repos, "pull", missing_is_src=False)
+    with progress_bar(ctx, "pull") as progress:
+        report = transfer(src, dst, list(refs) or None, sources=list(peers), force=force, progress=progress)
+    _report_transfer(ctx, report)
+
+
+@cli.command(name="clone")
+@click.argument("src")
+@click.argument("dst")
+@pass_ctx
+def clone_cmd(ctx: Ctx, src: str, dst: str) -> None:
+    """Create a repository at DST with every ref and object of SRC."""
+    from ..transfer import clone
+
+    with progress_bar(ctx, "clone") as progress:
+        _, report = clone(src, dst, progress=progress)
+    _report_transfer(ctx, report)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn every foreseen error into one line and an exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
