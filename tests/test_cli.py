@@ -134,3 +134,24 @@ def test_real_process_errors_have_no_traceback(tmp_path: Path) -> None:
 def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str]) -> None:
     code, _, err = run(capsys, "--repo", str(tmp_path), *argv)
     assert code == 2 and err.startswith("dacflow: error: ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_push_pull_clone(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    edge, hub, peer = tmp_path / "edge", tmp_path / "hub", tmp_path / "peer"
+    data = write_tree(tmp_path / "d", {"r.csv": os.urandom(300_000)})
+    js(capsys, edge, "init")
+    js(capsys, hub, "init")
+    commit = js(capsys, edge, "snapshot", str(data), "-m", "batch")["commit"]
+    pushed = js(capsys, edge, "push", str(hub))
+    assert pushed["refs"]["branches/main"]["to"] == commit and pushed["raw_bytes_sent"] >= 300_000
+    assert pushed["requests"] > 0 and pushed["seconds"] > 0
+    again = js(capsys, edge, "push", str(edge), str(hub), "--ref", "main")
+    assert again["objects_sent"] == 0 and again["refs"]["branches/main"]["status"] == "unchanged"
+    cloned = js(capsys, hub, "clone", str(hub), str(peer))
+    assert cloned["refs"]["branches/main"]["to"] == commit
+    local = tmp_path / "local"
+    js(capsys, local, "init")
+    pulled = js(capsys, local, "pull", str(hub), "--from", str(peer))
+    assert pulled["refs"]["branches/main"]["to"] == commit and len(pulled["by_source"]) >= 1
+    code, _, err = run(capsys, "--repo", str(local), "push")
+    assert code == 2 and "push takes SRC DST" in err
