@@ -28,6 +28,7 @@ from .errors import (
     UnsupportedFormatError,
     UsageError,
 )
+from .merge import MergeConflictError, MergeResult
 from .repository import Branch, CommitResult, Repository
 from .stores import Store, open_store
 from .trees import Change, TreeDiff
@@ -41,6 +42,8 @@ __all__ = [
     "CorruptObjectError",
     "DacflowError",
     "InvalidRefNameError",
+    "MergeConflictError",
+    "MergeResult",
     "ObjectNotFoundError",
     "RefConflictError",
     "RefExistsError",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import CorruptObjectError, DacflowError, KeyNotFoundError, ObjectNotFoundError
-from .objects import DIR, FILE
+from .graph import COMMIT, DATA, FILE_OBJ, TABLE_OBJ, TREE, edges, load
 from .odb import PACK_END, PACK_MAGIC, decode_blob, pack_key
 from .snapshot import ProgressFn
 
@@ -40,6 +40,7 @@ class CheckReport:
     commits: int = 0
     trees: int = 0
     files: int = 0
+    tables: int = 0
     chunks: int = 0
     packs: int = 0
     bytes_read: int = 0
@@ -61,6 +62,7 @@ class CheckReport:
             "commits": self.commits,
             "trees": self.trees,
             "files": self.files,
+            "tables": self.tables,
             "chunks": self.chunks,
             "packs": self.packs,
             "bytes_read": self.bytes_read,
@@ -102,11 +104,7 @@ class _Checker:
 
     def _load(self, oid: str, what: str, where: str) -> Any:
         try:
-            if what == "commit":
-                return self.odb.get_commit(oid)
-            if what == "tree":
-                return self.odb.get_tree(oid)
-            return self.odb.get_file(oid)
+            return load(self.odb, oid, what)
         except ObjectNotFoundError:
             self.problem("missing", oid, what, f"referenced by {where}")
         except CorruptObjectError as exc:
@@ -116,55 +114,33 @@ class _Checker:
         return None
 
     def commit(self, oid: str, where: str) -> None:
-        stack = [(oid, where)]
+        """Walk everything reachable from a commit; each object is loaded (so re-hashed) once."""
+        stack = [(oid, COMMIT, where)]
+        counters = {COMMIT: "commits", TREE: "trees", FILE_OBJ: "files", TABLE_OBJ: "tables"}
         while stack:
-            cid, ctx = stack.pop()
-            if cid in self.seen:
+            oid, what, ctx = stack.pop()
+            if oid in self.seen:
                 continue
-            self.seen.add(cid)
-            commit = self._load(cid, "commit", ctx)
-            if commit is None:
+            self.seen.add(oid)
+            obj = self._load(oid, what, ctx)
+            if obj is None:
                 continue
-            self.report.commits += 1
-            self.tree(commit.tree, f"commit {cid[:12]}")
-            stack.extend((p, f"commit {cid[:12]}") for p in commit.parents)
+            setattr(self.report, counters[what], getattr(self.report, counters[what]) + 1)
+            here = f"{what} {oid[:12]}"
+            for child, kind, _size in edges(obj):
+                if kind != DATA:
+                    stack.append((child, kind, here))
+                elif child not in self.seen:
+                    self.seen.add(child)
+                    self.data(child, "chunk" if what == FILE_OBJ else "fragment", f"part of {here} ({ctx})")
 
-    def tree(self, oid: str, where: str) -> None:
-        stack = [(oid, where)]
-        while stack:
-            tid, ctx = stack.pop()
-            if tid in self.seen:
-                continue
-            self.seen.add(tid)
-            tree = self._load(tid, "tree", ctx)
-            if tree is None:
-                continue
-            self.report.trees += 1
-            for entry in tree:
-                path_ctx = f"{entry.name!r} in tree {tid[:12]}"
-                if entry.kind == DIR:
-                    stack.append((entry.ref, path_ctx))
-                elif entry.kind == FILE:
-                    self.file(entry.ref, path_ctx)
-
-    def file(self, oid: str, where: str) -> None:
-        if oid in self.seen:
-            return
-        self.seen.add(oid)
-        fobj = self._load(oid, "file", where)
-        if fobj is None:
-            return
-        self.report.files += 1
-        for chunk in fobj.chunks:
-            if chunk.id in self.seen:
-                continue
-            self.seen.add(chunk.id)
-            self.report.chunks += 1
-            loc = self.odb.locate(chunk.id, refresh=False)
-            if loc is None or loc.pack not in self.present:
-                self.problem("missing", chunk.id, "chunk", f"part of file {oid[:12]} ({where})")
-            elif chunk.id in self.corrupt_stored:
-                self.problem("corrupt", chunk.id, "chunk", f"part of file {oid[:12]} ({where})")
+    def data(self, oid: str, label: str, where: str) -> None:
+        self.report.chunks += 1
+        loc = self.odb.locate(oid, refresh=False)
+        if loc is None or loc.pack not in self.present:
+            self.problem("missing", oid, label, where)
+        elif oid in self.corrupt_stored:
+            self.problem("corrupt", oid, label, where)
 
     def scan_packs(self) -> None:
         """Read every pack whole and re-hash each object in it."""

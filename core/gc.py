@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import KeyNotFoundError
 from .locks import RepoLock
-from .objects import DIR, FILE
+from .graph import reachable
 from .odb import decode_blob, decode_index, index_key, pack_key
 from .snapshot import ProgressFn
 
@@ -44,30 +44,7 @@ class GcReport:
 
 def reachable_objects(repo: Repository) -> set[str]:
     """Every object id reachable from any ref."""
-    odb = repo.odb
-    seen: set[str] = set()
-    commits = list(repo.refs.all().values())
-    trees: list[str] = []
-    while commits:
-        cid = commits.pop()
-        if cid in seen:
-            continue
-        seen.add(cid)
-        commit = odb.get_commit(cid)
-        trees.append(commit.tree)
-        commits.extend(commit.parents)
-    while trees:
-        tid = trees.pop()
-        if tid in seen:
-            continue
-        seen.add(tid)
-        for entry in odb.get_tree(tid):
-            if entry.kind == DIR:
-                trees.append(entry.ref)
-            elif entry.kind == FILE and entry.ref not in seen:
-                seen.add(entry.ref)
-                seen.update(c.id for c in odb.get_file(entry.ref).chunks)
-    return seen
+    return reachable(repo.odb, list(repo.refs.all().values()))
 
 
 def collect_garbage(

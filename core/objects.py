@@ -23,8 +23,8 @@ HASH_ALGORITHM = "blake3"
 OBJECT_VERSION = 1
 _ID_RE = re.compile(r"^[0-9a-f]{64}$")
 
-FILE, DIR, LINK = "file", "dir", "link"
-KINDS = (FILE, DIR, LINK)
+FILE, DIR, LINK, TABLE = "file", "dir", "link", "table"
+KINDS = (FILE, DIR, LINK, TABLE)
 #: The tree of an empty directory; every empty tree has this id.
 MODE_FILE, MODE_EXEC, MODE_DIR, MODE_LINK = 0o100644, 0o100755, 0o040000, 0o120000
 
@@ -155,11 +155,58 @@ class Commit:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """One Parquet object of a table: its id, row count, key range (inclusive) and stored size."""
+
+    id: str
+    rows: int
+    min: tuple[Any, ...]
+    max: tuple[Any, ...]
+    size: int
+
+    def to_json(self) -> list[Any]:
+        return [self.id, self.rows, list(self.min), list(self.max), self.size]
+
+
+@dataclass(frozen=True, slots=True)
+class TableObject:
+    """A table version: schema, primary key, a base run of key-sorted fragments cut at content-defined
+    boundaries, and the changeset runs written since (each a key-sorted list of fragments with the rows'
+    operation and before-images). See `dacflow.tables`."""
+
+    schema: str  # Arrow IPC schema, base64
+    key: tuple[str, ...]
+    rows: int
+    base: tuple[Fragment, ...]
+    changes: tuple[tuple[Fragment, ...], ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return canonical_json(
+            {
+                "type": "table",
+                "v": OBJECT_VERSION,
+                "schema": self.schema,
+                "key": list(self.key),
+                "rows": self.rows,
+                "params": dict(self.params),
+                "base": [f.to_json() for f in self.base],
+                "changes": [[f.to_json() for f in run] for run in self.changes],
+            }
+        )
+
+    @property
+    def fragments(self) -> tuple[Fragment, ...]:
+        """Every fragment of every run."""
+        return self.base + tuple(f for run in self.changes for f in run)
+
+
 def _fail(oid: str, what: str) -> CorruptObjectError:
     return CorruptObjectError(f"object {oid[:16]} is malformed: {what}", id=oid)
 
 
-def decode(oid: str, data: bytes, expect: str | None = None) -> FileObject | Tree | Commit:
+def decode(oid: str, data: bytes, expect: str | None = None) -> FileObject | Tree | Commit | TableObject:
     """Parse and validate a metadata object read from a store; raise `CorruptObjectError` if malformed."""
     try:
         doc = json.loads(data)
@@ -185,6 +232,8 @@ def decode(oid: str, data: bytes, expect: str | None = None) -> FileObject | Tre
             return _decode_tree(oid, doc)
         if kind == "commit":
             return _decode_commit(oid, doc)
+        if kind == "table":
+            return _decode_table(oid, doc)
     except (TypeError, ValueError, KeyError) as exc:
         raise _fail(oid, f"bad field ({exc})") from None
     raise _fail(oid, f"unknown type {kind!r}")
@@ -243,4 +292,30 @@ def _decode_commit(oid: str, doc: dict[str, Any]) -> Commit:
         author=doc["author"],
         time=doc["time"],
         meta=meta,
+    )
+
+
+def _fragment(raw: Any) -> Fragment:
+    fid, rows, lo, hi, size = raw
+    if not isinstance(lo, list) or not isinstance(hi, list):
+        raise ValueError("fragment key range is not a list")
+    return Fragment(_oid(fid), _int(rows), tuple(lo), tuple(hi), _int(size))
+
+
+def _decode_table(oid: str, doc: dict[str, Any]) -> TableObject:
+    key = doc["key"]
+    if not isinstance(key, list) or not key or not all(isinstance(k, str) and k for k in key):
+        raise ValueError("key is not a list of column names")
+    if not isinstance(doc["schema"], str):
+        raise ValueError("schema is not a string")
+    params = doc.get("params", {})
+    if not isinstance(params, dict):
+        raise ValueError("params is not an object")
+    return TableObject(
+        schema=doc["schema"],
+        key=tuple(key),
+        rows=_int(doc["rows"]),
+        base=tuple(_fragment(f) for f in doc["base"]),
+        changes=tuple(tuple(_fragment(f) for f in run) for run in doc["changes"]),
+        params=params,
     )

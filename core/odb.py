@@ -34,7 +34,7 @@ from .errors import (
     PreconditionFailedError,
     UnsupportedFormatError,
 )
-from .objects import ChunkRef, Commit, FileObject, Tree, canonical_json, decode, hash_bytes, is_object_id
+from .objects import ChunkRef, Commit, FileObject, TableObject, Tree, canonical_json, decode, hash_bytes, is_object_id
 from .stores.base import CREATE, Store
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,14 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dec
 
 
+def _decompress(payload: bytes | memoryview, limit: int) -> bytes:
+    """zstd-decompress at most `limit` bytes. The content size in a frame header is untrusted: zstd would
+    allocate it before reading anything (a single flipped bit can ask for exabytes: MemoryError)."""
+    if zstandard.frame_content_size(payload) > limit:
+        raise zstandard.ZstdError("frame header claims more than the size limit")
+    return _decompressor().decompress(payload, max_output_size=limit)
+
+
 def encode_blob(payload: bytes | memoryview, level: int | None) -> tuple[bytes, bytes | memoryview]:
     """Return (codec byte, stored payload): zstd at `level` when it saves at least 5%, else raw."""
     if level is not None and len(payload) > 64:
@@ -82,7 +90,7 @@ def decode_blob(oid: str, stored: bytes, where: str) -> bytes:
         if codec == CODEC_RAW:
             raw = bytes(payload)
         elif codec == CODEC_ZSTD:
-            raw = _decompressor().decompress(payload, max_output_size=1 << 31)
+            raw = _decompress(payload, 1 << 31)
         else:
             raise CorruptObjectError(f"object {oid} in {where} has unknown codec {codec}", id=oid, where=where)
     except zstandard.ZstdError:
@@ -121,7 +129,7 @@ def encode_index(entries: list[list[object]], created: float) -> tuple[str, byte
 def decode_index(key: str, data: bytes) -> tuple[str, float, list[tuple[str, Location]]]:
     """Parse and check an index object; the pack id must be the hash of the entries it lists."""
     try:
-        doc = json.loads(_decompressor().decompress(data, max_output_size=1 << 30))
+        doc = json.loads(_decompress(data, 1 << 30))
         version = doc.get("v")
         if version != PACK_VERSION:
             raise UnsupportedFormatError(
@@ -311,6 +319,11 @@ class ObjectDatabase:
     def get_file(self, oid: str) -> FileObject:
         obj = decode(oid, self.get_bytes(oid), "file")
         assert isinstance(obj, FileObject)
+        return obj
+
+    def get_table(self, oid: str) -> TableObject:
+        obj = decode(oid, self.get_bytes(oid), "table")
+        assert isinstance(obj, TableObject)
         return obj
 
     def get_commit(self, oid: str) -> Commit:

@@ -14,7 +14,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,19 @@ from .errors import (
 )
 from .locks import RepoLock
 from .names import check_ref_name, split_path
-from .objects import DIR, EMPTY_TREE, FILE, MODE_FILE, Commit, TreeEntry, hash_bytes, is_object_id, utc_now
+from .objects import (
+    DIR,
+    EMPTY_TREE,
+    FILE,
+    MODE_FILE,
+    TABLE,
+    Commit,
+    TableObject,
+    TreeEntry,
+    hash_bytes,
+    is_object_id,
+    utc_now,
+)
 from .odb import KIND_META, MemoryWriter, ObjectDatabase, PackWriter
 from .refs import BRANCHES, TAGS, Refs
 from .snapshot import ProgressFn, SnapshotStats, TreeBuilder, store_bytes
@@ -433,6 +445,117 @@ class Repository:
             f"branch {branch!r} kept moving; gave up after {MAX_ATTEMPTS} attempts", ref=branch
         )
 
+    # -- tables ----------------------------------------------------------------------------------------------
+    def _table_io(self) -> Any:
+        from .tables.engine import TableIO
+
+        io_ = self.__dict__.get("_tio")
+        if io_ is None:
+            io_ = self.__dict__["_tio"] = TableIO(self.odb)
+        return io_
+
+    def table_object(self, ref: str, name: str) -> TableObject | None:
+        """The table `name` in snapshot `ref`, or None if there is none; a non-table at that path is an error."""
+        commit = self.get_commit(ref)
+        entry = lookup(self.odb, commit.tree, name)
+        if entry is None:
+            return None
+        if entry.kind != TABLE:
+            raise UsageError(f"{name!r} in {ref} is a {entry.kind}, not a table", path=name)
+        return self.odb.get_table(entry.ref)
+
+    def _require_table(self, ref: str, name: str) -> TableObject:
+        table = self.table_object(ref, name)
+        if table is None:
+            raise RefNotFoundError(f"no table {name!r} in {ref}", ref=ref, path=name)
+        return table
+
+    def write_table(
+        self,
+        branch: str,
+        name: str,
+        data: Any,
+        key: Sequence[str] | None = None,
+        mode: str = "upsert",
+        *,
+        dedupe: str | None = None,
+        message: str = "",
+        meta: Mapping[str, Any] | None = None,
+    ) -> CommitResult:
+        """Write rows to table `name` on `branch` (modes: append, upsert, overwrite, delete) and commit.
+
+        A concurrent commit to other paths is rebased over; a concurrent write to the same table makes this
+        write run again on the new head, so concurrent upserts compose instead of overwriting each other."""
+        from .tables.engine import write_rows
+
+        t0 = time.perf_counter()
+        parts = split_path(name)
+        if not parts:
+            raise UsageError("a table needs a name", path=name)
+        name = "/".join(parts)
+        self.branch(branch)
+        io_ = self._table_io()
+        for _attempt in range(MAX_ATTEMPTS):
+            head = self.refs.get(BRANCHES, branch)
+            assert head is not None
+            existing = self.table_object(head, name)
+            with RepoLock(self.store, exclusive=False, purpose="write_table"), self.odb.writer() as writer:
+                new, stats = write_rows(io_, writer, existing, data, key, mode, dedupe=dedupe)
+                if new is None:
+                    return CommitResult(head, branch, False, head, time.perf_counter() - t0, stats.to_json())
+                tid = writer.add_object(new)
+                entry = TreeEntry(parts[-1], TABLE, tid, sum(f.size for f in new.fragments), MODE_FILE)
+                counts = {"inserted": stats.inserted, "updated": stats.updated, "deleted": stats.deleted}
+                info = dict(meta or {})
+                info.setdefault("dacflow.tables", {name: {"mode": mode, **counts}})
+                msg = message or f"{mode} {name}: +{stats.inserted} ~{stats.updated} -{stats.deleted}"
+                try:
+                    result = self._commit(branch, writer, changes={name: entry}, base=head, message=msg, meta=info)
+                except RefConflictError as exc:
+                    if name in (exc.data.get("paths") or []):
+                        log.info("table %s changed under this write; writing again on the new head", name)
+                        continue
+                    raise
+            return CommitResult(result.commit, branch, result.created, result.parent, time.perf_counter() - t0,
+                                stats.to_json() | {"rows": new.rows})
+        raise RefConflictError(f"table {name!r} on {branch!r} kept changing; gave up", ref=branch)
+
+    def read_table(self, ref: str, name: str, columns: Sequence[str] | None = None) -> Any:
+        """The rows of table `name` in snapshot `ref` as an Arrow table, sorted by key."""
+        rows = self._table_io().rows(self._require_table(ref, name))
+        return rows.select(list(columns)) if columns is not None else rows
+
+    def iter_table(self, ref: str, name: str, batch_rows: int = 65536) -> Iterator[Any]:
+        """Stream a table as Arrow record batches in key order, one fragment at a time (bounded memory)."""
+        return self._table_io().iter_batches(self._require_table(ref, name), batch_rows)
+
+    def table_schema(self, ref: str, name: str) -> Any:
+        """The Arrow schema and key of a table: (schema, key columns)."""
+        from .tables.engine import schema_from_text
+
+        table = self._require_table(ref, name)
+        return schema_from_text(table.schema), list(table.key)
+
+    def diff_table(self, a: str, b: str, table: str) -> Any:
+        """Rows inserted, updated (before/after) and deleted in `table` from snapshot `a` to `b`."""
+        from .tables.diff import table_diff
+
+        old, new = self.table_object(a, table), self.table_object(b, table)
+        if old is None and new is None:
+            raise RefNotFoundError(f"no table {table!r} in {a} or {b}", path=table)
+        return table_diff(self._table_io(), old, new)
+
+    def merge(self, source: str, into: str | None = None, policy: Any = "fail", *, quarantine: str | None = None,
+              message: str = "", meta: Mapping[str, Any] | None = None) -> Any:
+        """Three-way merge of snapshot `source` into branch `into`; returns a `MergeResult` (see `dacflow.merge`).
+
+        Policies: "fail" (conflicts raise `MergeConflictError`, nothing written), "ours", "theirs",
+        "latest:<column>", {column: policy, "*": default}, or a callable given each conflict."""
+        from .merge import merge
+
+        return merge(self, source, into or self.default_branch, policy, quarantine=quarantine, message=message,
+                     meta=meta)
+
     # -- reading ---------------------------------------------------------------------------------------------
     def checkout(
         self, ref: str, dest: str, *, path: str = "", force: bool = False, progress: ProgressFn | None = None
@@ -450,8 +573,11 @@ class Repository:
             write_checkout_marker(dest, self.url, ref if ref in self.branches() else commit_id, commit_id)
         return commit_id, stats
 
-    def diff(self, a: str, b: str) -> TreeDiff:
-        """Paths added, removed and modified from snapshot `a` to snapshot `b`."""
+    def diff(self, a: str, b: str, table: str | None = None) -> Any:
+        """Paths added, removed and modified from snapshot `a` to `b` (a `TreeDiff`); with `table`, the rows
+        inserted, updated and deleted in that table (a `TableDiff`)."""
+        if table is not None:
+            return self.diff_table(a, b, table)
         return diff_trees(self.odb, self.get_commit(a).tree, self.get_commit(b).tree)
 
     def status(self, src: str, branch: str | None = None) -> tuple[str, TreeDiff]:
@@ -513,6 +639,14 @@ class Branch:
 
     def log(self, limit: int | None = None) -> Iterator[tuple[str, Commit]]:
         return self.repo.log(self.name, limit)
+
+    def write_table(self, name: str, data: Any, key: Sequence[str] | None = None, mode: str = "upsert",
+                    **kwargs: Any) -> str:
+        """Write rows to a table on this branch; return the commit id the branch now points at."""
+        return self.repo.write_table(self.name, name, data, key, mode, **kwargs).commit
+
+    def read_table(self, name: str, columns: Sequence[str] | None = None) -> Any:
+        return self.repo.read_table(self.name, name, columns)
 
 
 __all__ = ["Branch", "CommitResult", "ObjectNotFoundError", "Repository"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CorruptObjectError, DacflowError, PreconditionFailedError, RefConflictError, RefNotFoundError
-from .objects import DIR, FILE
+from .graph import COMMIT, DATA, edges, load
 from .odb import KIND_CHUNK, KIND_META, Location, PackWriter, decode_blob, decode_index, index_key, pack_key
 from .refs import BRANCHES, TAGS
 from .repository import Repository
@@ -201,56 +201,29 @@ class _Plan:
         return data
 
     def walk_commit(self, head: str) -> None:
-        # Iterative post-order: a commit is listed after its parents, a tree after everything below it.
-        stack: list[tuple[str, bool]] = [(head, False)]
+        """Post-order walk: an object is listed after everything it references (parents before children)."""
+        stack: list[tuple[str, str, bool]] = [(head, COMMIT, False)]
         while stack:
-            cid, expanded = stack.pop()
+            oid, what, expanded = stack.pop()
             if expanded:
-                self.meta_order.append(cid)
-                self.commits.append(cid)
+                self.meta_order.append(oid)
+                if what == COMMIT:
+                    self.commits.append(oid)
                 continue
-            if self._have(cid):
+            if self._have(oid):
                 continue
-            self._meta(cid)
-            commit = self.src.odb.get_commit(cid)
-            stack.append((cid, True))
-            for parent in commit.parents:
-                stack.append((parent, False))
-            self.walk_tree(commit.tree)
-
-    def walk_tree(self, root: str) -> None:
-        stack: list[tuple[str, bool]] = [(root, False)]
-        while stack:
-            tid, expanded = stack.pop()
-            if expanded:
-                self.meta_order.append(tid)
-                continue
-            if self._have(tid):
-                continue
-            self._meta(tid)
-            tree = self.src.odb.get_tree(tid)
-            stack.append((tid, True))
-            for entry in tree:
-                if entry.kind == DIR:
-                    stack.append((entry.ref, False))
-                elif entry.kind == FILE:
-                    self.walk_file(entry.ref)
-
-    def walk_file(self, fid: str) -> None:
-        if self._have(fid):
-            return
-        self._meta(fid)
-        fobj = self.src.odb.get_file(fid)
-        for chunk in fobj.chunks:
-            if chunk.id in self.seen:
-                continue
-            self.seen.add(chunk.id)
-            if self.dst.odb.has(chunk.id):
-                self.skipped += 1
-                self.skipped_bytes += chunk.size
-            else:
-                self.chunks[chunk.id] = chunk.size
-        self.meta_order.append(fid)
+            self._meta(oid)
+            stack.append((oid, what, True))
+            for child, kind, size in edges(load(self.src.odb, oid, what)):
+                if kind != DATA:
+                    stack.append((child, kind, False))
+                elif child not in self.seen:
+                    self.seen.add(child)
+                    if self.dst.odb.has(child):
+                        self.skipped += 1
+                        self.skipped_bytes += size
+                    else:
+                        self.chunks[child] = size
 
 
 def _copy_data(plan: _Plan, sources: list[Repository], dst: Repository, writer: PackWriter,
