@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import CorruptObjectError, DacflowError, KeyNotFoundError, ObjectNotFoundError
+from .errors import CorruptObjectError, DacflowError, KeyNotFoundError, ObjectNotFoundError, UnsafePathError
 from .graph import COMMIT, DATA, FILE_OBJ, TABLE_OBJ, TREE, edges, load
 from .odb import PACK_END, PACK_MAGIC, decode_blob, pack_key
 from .snapshot import ProgressFn
@@ -107,7 +107,7 @@ class _Checker:
             return load(self.odb, oid, what)
         except ObjectNotFoundError:
             self.problem("missing", oid, what, f"referenced by {where}")
-        except CorruptObjectError as exc:
+        except (CorruptObjectError, UnsafePathError) as exc:
             self.problem("corrupt", oid, what, f"{exc.message} (referenced by {where})")
         except DacflowError as exc:
             self.problem("error", oid, what, f"{exc.message} (referenced by {where})")

@@ -38,9 +38,18 @@ class ChunkerParams:
             raise UnsupportedFormatError(
                 f"repository uses chunking algorithm {params.algorithm!r}; this dacflow knows {ALGORITHM!r}"
             )
-        if not (64 <= params.min_size <= params.avg_size <= params.max_size):
-            raise UnsupportedFormatError(f"repository has inconsistent chunker sizes {params}")
+        problem = params.problem()
+        if problem:
+            raise UnsupportedFormatError(f"repository config: {problem}")
         return params
+
+    def problem(self) -> str:
+        """What is wrong with these parameters for FastCDC, or '' if nothing."""
+        if not (64 <= self.min_size <= self.avg_size <= self.max_size):
+            return f"chunk sizes must satisfy 64 <= min <= avg <= max, got {self.min_size}/{self.avg_size}/{self.max_size}"
+        if not (256 <= self.avg_size <= 4 << 20 and 1024 <= self.max_size <= 16 << 20 and self.min_size <= 1 << 20):
+            return "FastCDC needs 256 B <= avg <= 4 MiB, 1 KiB <= max <= 16 MiB and min <= 1 MiB"
+        return ""
 
     def new(self) -> pyfastcdc.FastCDC:
         """A fresh chunker (FastCDC objects are not thread-safe: one per thread)."""

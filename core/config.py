@@ -37,6 +37,8 @@ class RepoConfig:
             raise UsageError(f"unknown compression {self.compression!r}; choose one of {', '.join(COMPRESSIONS)}")
         if self.pack_size < 1:
             raise UsageError("pack size must be positive")
+        if self.chunker.problem():
+            raise UsageError(self.chunker.problem())
 
     @property
     def level(self) -> int | None:

@@ -38,7 +38,7 @@ def check_name(name: object, *, where: str = "") -> str:
         problem = f"is dacflow's own metadata folder {META_DIR!r}"
     elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         problem = f"is longer than {MAX_NAME_BYTES} bytes"
-    elif any(ord(c) < 32 for c in name):
+    elif any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in name):
         problem = "contains a control character"
     elif not _is_utf8(name):
         problem = "is not valid UTF-8"

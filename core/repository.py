@@ -330,11 +330,14 @@ class Repository:
         use_cache: bool = True,
         allow_empty: bool = False,
         workers: int | None = None,
+        tables: Mapping[str, tuple[str, Sequence[str]]] | None = None,
     ) -> CommitResult:
         """Store directory `src` and commit it on `branch` (created from the default branch if missing).
 
         The commit's tree is exactly `src`; if the branch moved meanwhile, the commit lands on top of the new
         head, which stays in history. An unchanged tree makes no commit unless `allow_empty`.
+        `tables` declares tables: {name: (glob below src, key columns)}; the matching Parquet/CSV files are
+        stored as that table (row-level versions) instead of as files.
         """
         started = time.time()
         t0 = time.perf_counter()
@@ -342,15 +345,53 @@ class Repository:
         if branch is None:
             marker = read_checkout_marker(src)
             branch = marker["ref"] if marker and marker.get("ref") in self.branches() else self.default_branch
-        self.branch(branch)
+        check_ref_name(branch)
         cache = StatCache(self.config.id, src, enabled=use_cache)
         with RepoLock(self.store, exclusive=False, purpose="snapshot"), self.odb.writer() as writer:
             builder = TreeBuilder(writer, self.config.chunker, cache, progress=progress, workers=workers)
-            tree = builder.build(src)
-            result = self._commit(branch, writer, tree=tree, message=message, meta=meta, allow_empty=allow_empty)
+            sources = self._table_sources(src, tables or {})
+            tree = builder.build(src, frozenset(p for files, _ in sources.values() for p in files))
+            if sources:
+                tree = self._snapshot_tables(writer, tree, branch, sources)
+            result = self._commit(branch, writer, tree=tree, message=message, meta=meta, allow_empty=allow_empty,
+                                  create_from=self.default_branch)
         cache.save(builder.new_cache, started)
         stats = builder.stats.to_json() | {"packs_written": writer.packs_written, "bytes_stored": writer.bytes_written}
         return CommitResult(result.commit, branch, result.created, result.parent, time.perf_counter() - t0, stats)
+
+    @staticmethod
+    def _table_sources(src: str, tables: Mapping[str, tuple[str, Sequence[str]]]) -> dict[str, tuple[list[str], list[str]]]:
+        import glob
+
+        out = {}
+        for name, (pattern, key) in tables.items():
+            if os.path.isabs(pattern) or ".." in pattern.split("/"):
+                raise UsageError(f"table {name!r}: the glob {pattern!r} must be relative to {src}", path=pattern)
+            files = sorted(p for p in glob.glob(os.path.join(src, pattern), recursive=True) if os.path.isfile(p))
+            if not files:
+                raise UsageError(f"table {name!r}: no file in {src} matches {pattern!r}", path=pattern)
+            if not key:
+                raise UsageError(f"table {name!r} needs key columns (NAME=GLOB:KEY1,KEY2)", path=name)
+            out["/".join(split_path(name))] = (files, list(key))
+        return out
+
+    def _snapshot_tables(self, writer: PackWriter, tree: str, branch: str,
+                         sources: Mapping[str, tuple[list[str], list[str]]]) -> str:
+        """Store each declared table (overwriting its previous version, sharing unchanged fragments)."""
+        from .tables.engine import write_rows
+
+        head = self.refs.get(BRANCHES, branch)
+        entries: dict[str, TreeEntry | None] = {}
+        for name, (files, key) in sources.items():
+            existing = self.table_object(head, name) if head else None
+            new, _ = write_rows(self._table_io(), writer, existing, files, key, "overwrite")
+            table = new if new is not None else existing
+            assert table is not None
+            tid = writer.add_object(table)
+            entries[name] = TreeEntry(name.rsplit("/", 1)[-1], TABLE, tid, sum(f.size for f in table.fragments),
+                                      MODE_FILE)
+        writer.flush()  # the new root tree must be readable to apply the table entries to it
+        return apply_changes(self.odb, writer, tree, entries)
 
     def commit_changes(
         self,
@@ -365,9 +406,8 @@ class Repository:
         `RefConflictError` is raised when they did.
         """
         t0 = time.perf_counter()
-        self.branch(branch)
-        base = self.refs.get(BRANCHES, branch)
-        assert base is not None
+        check_ref_name(branch)
+        base = self.refs.get(BRANCHES, branch) or self.resolve(self.default_branch)
         stats = SnapshotStats()
         entries: dict[str, TreeEntry | None] = {}
         with RepoLock(self.store, exclusive=False, purpose="commit"), self.odb.writer() as writer:
@@ -389,7 +429,8 @@ class Repository:
                         raise UsageError(f"cannot read {value}: {exc.strerror}", path=str(value)) from None
                 fid = store_bytes(writer, data, self.config.chunker, stats)
                 entries[norm] = TreeEntry(parts[-1], FILE, fid, len(data), MODE_FILE)
-            result = self._commit(branch, writer, changes=entries, base=base, message=message, meta=meta)
+            result = self._commit(branch, writer, changes=entries, base=base, message=message, meta=meta,
+                                  create_from=self.default_branch)
         return CommitResult(result.commit, branch, result.created, result.parent, time.perf_counter() - t0,
                             stats.to_json())
 
@@ -404,13 +445,19 @@ class Repository:
         changes: Mapping[str, TreeEntry | None] | None = None,
         base: str | None = None,
         allow_empty: bool = False,
+        create_from: str | None = None,
     ) -> CommitResult:
-        """Publish a commit of `tree` (or of `changes` applied to `base`) and move the branch by CAS."""
+        """Publish a commit of `tree` (or of `changes` applied to `base`) and move the branch by CAS.
+
+        A missing branch is created at this commit (its parent the head of `create_from`) when that is given,
+        so a write that fails before its commit leaves no new branch behind."""
         base_tree = self.odb.get_commit(base).tree if base else None
         delay = 0.001
         for _attempt in range(MAX_ATTEMPTS):
             head, token = self.refs.read(BRANCHES, branch)
-            if head is None:
+            if head is None and create_from is not None:
+                head = self.resolve(create_from)  # token None: the swap below only creates
+            elif head is None:
                 raise RefNotFoundError(f"branch {branch!r} was deleted while committing to it", ref=branch)
             head_tree = self.odb.get_commit(head).tree
             if changes is not None:
@@ -430,6 +477,11 @@ class Repository:
                 new_tree = tree
             if new_tree == head_tree and not allow_empty:
                 writer.flush()
+                if token is None:  # a new branch with nothing new on it still comes into being
+                    try:
+                        self.refs.swap(BRANCHES, branch, head, None)
+                    except RefConflictError:
+                        continue
                 return CommitResult(head, branch, False, head)
             commit = Commit(new_tree, (head,), message, default_author(), utc_now(), dict(meta or {}))
             cid = writer.add_object(commit)
@@ -493,11 +545,10 @@ class Repository:
         if not parts:
             raise UsageError("a table needs a name", path=name)
         name = "/".join(parts)
-        self.branch(branch)
+        check_ref_name(branch)
         io_ = self._table_io()
         for _attempt in range(MAX_ATTEMPTS):
-            head = self.refs.get(BRANCHES, branch)
-            assert head is not None
+            head = self.refs.get(BRANCHES, branch) or self.resolve(self.default_branch)
             existing = self.table_object(head, name)
             with RepoLock(self.store, exclusive=False, purpose="write_table"), self.odb.writer() as writer:
                 new, stats = write_rows(io_, writer, existing, data, key, mode, dedupe=dedupe)
@@ -510,7 +561,8 @@ class Repository:
                 info.setdefault("dacflow.tables", {name: {"mode": mode, **counts}})
                 msg = message or f"{mode} {name}: +{stats.inserted} ~{stats.updated} -{stats.deleted}"
                 try:
-                    result = self._commit(branch, writer, changes={name: entry}, base=head, message=msg, meta=info)
+                    result = self._commit(branch, writer, changes={name: entry}, base=head, message=msg, meta=info,
+                                          create_from=self.default_branch)
                 except RefConflictError as exc:
                     if name in (exc.data.get("paths") or []):
                         log.info("table %s changed under this write; writing again on the new head", name)

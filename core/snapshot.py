@@ -139,11 +139,15 @@ class TreeBuilder:
         self._hash_total = 0
         self._progress_lock = threading.Lock()
         self._last_report = 0.0
+        self._exclude: frozenset[str] = frozenset()
 
-    def build(self, root: str) -> str:
-        """Snapshot `root`; return the root tree id. The caller closes the writer before committing."""
+    def build(self, root: str, exclude: frozenset[str] = frozenset()) -> str:
+        """Snapshot `root` (less the files in `exclude`, absolute paths); return the root tree id.
+
+        The caller closes the writer before committing."""
         if not os.path.isdir(root):
             raise UsageError(f"{root} is not a directory", path=root)
+        self._exclude = exclude
         top = _Dir("")
         self._walk(root, top, 0)
         self._hash_pending()
@@ -183,7 +187,8 @@ class TreeBuilder:
                 node.entries[entry.name] = TreeEntry(entry.name, LINK, target, len(target.encode()), MODE_LINK)
                 self.stats.links += 1
             elif stat.S_ISREG(st.st_mode):
-                self._add_file(node, entry.name, rel, entry.path, st)
+                if entry.path not in self._exclude:
+                    self._add_file(node, entry.name, rel, entry.path, st)
             else:
                 log.warning("skipping %s: not a regular file, directory or link", entry.path)
                 self.stats.skipped += 1

@@ -275,3 +275,27 @@ def test_unreadable_file_is_a_clear_error(repo: Repository, tmp_path: Path) -> N
     (src / "a").chmod(0)
     with pytest.raises(UsageError, match="permission denied"):
         repo.snapshot(str(src), "main")
+
+
+def test_failed_write_to_a_new_branch_leaves_no_branch(repo: Repository, tmp_path: Path) -> None:
+    from dacflow import UnsafePathError
+
+    src = write_tree(tmp_path / "src", {"ok": b"1"})
+    (src / "bad\x7fname").write_bytes(b"x")  # DEL is a control character: refused
+    with pytest.raises(UnsafePathError):
+        repo.snapshot(str(src), "feature")
+    assert "feature" not in repo.branches()
+    (src / "bad\x7fname").unlink()
+    result = repo.snapshot(str(src), "feature")
+    assert result.created and repo.head("feature") == result.commit
+    # Unchanged content on yet another new branch still creates the branch (at the same commit).
+    (tmp_path / "empty").mkdir()
+    repo.snapshot(str(tmp_path / "empty"), "empty-branch")
+    assert repo.head("empty-branch") == repo.head("main")
+
+
+def test_unusable_chunker_parameters_are_refused(tmp_path: Path) -> None:
+    from dacflow.chunking import ChunkerParams
+
+    with pytest.raises(UsageError, match="FastCDC"):
+        Repository.init(str(tmp_path / "r"), chunker=ChunkerParams(min_size=64, avg_size=100, max_size=500))

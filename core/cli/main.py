@@ -89,6 +89,17 @@ def parse_meta(items: tuple[str, ...]) -> dict[str, str]:
     return meta
 
 
+def parse_tables(items: tuple[str, ...]) -> dict[str, tuple[str, list[str]]]:
+    tables = {}
+    for item in items:
+        name, sep, rest = item.partition("=")
+        pattern, sep2, keys = rest.rpartition(":")
+        if not sep or not sep2 or not name or not pattern or not keys:
+            raise UsageError(f"--table takes NAME=GLOB:KEY1,KEY2, got {item!r}")
+        tables[name] = (pattern, [k.strip() for k in keys.split(",") if k.strip()])
+    return tables
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--repo", "-r", envvar="DACFLOW_REPO", metavar="PATH|URL", help="Repository (or $DACFLOW_REPO).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
@@ -129,14 +140,16 @@ def init(ctx: Ctx, location: str | None, compression: str, default_branch: str) 
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata to record on the commit (repeatable).")
 @click.option("--no-cache", is_flag=True, help="Hash every file even if its stat is unchanged.")
 @click.option("--allow-empty", is_flag=True, help="Commit even if nothing changed.")
+@click.option("--table", "tables", multiple=True, metavar="NAME=GLOB:KEY1,KEY2",
+              help="Store the Parquet/CSV files matching GLOB as table NAME with that key (repeatable).")
 @pass_ctx
 def snapshot(ctx: Ctx, directory: str, branch: str | None, message: str, meta: tuple[str, ...], no_cache: bool,
-             allow_empty: bool) -> None:
+             allow_empty: bool, tables: tuple[str, ...]) -> None:
     """Store DIRECTORY as a new commit on a branch (only new chunks are written)."""
     repo = ctx.open()
     with progress_bar(ctx, "snapshot") as progress:
         result = repo.snapshot(directory, branch, message, parse_meta(meta), progress=progress,
-                               use_cache=not no_cache, allow_empty=allow_empty)
+                               use_cache=not no_cache, allow_empty=allow_empty, tables=parse_tables(tables))
     s = result.stats
 
     def human() -> None:
@@ -288,13 +301,31 @@ def _print_diff(doc: dict[str, Any]) -> None:
 @cli.command()
 @click.argument("a")
 @click.argument("b")
+@click.option("--table", "table_name", metavar="NAME", help="Compare the rows of this table instead of paths.")
+@click.option("--export", "export_dir", metavar="DIR", help="With --table: write the delta rows as Parquet files.")
 @pass_ctx
-def diff(ctx: Ctx, a: str, b: str) -> None:
-    """Show paths added, removed and modified from snapshot A to snapshot B."""
+def diff(ctx: Ctx, a: str, b: str, table_name: str | None, export_dir: str | None) -> None:
+    """Show paths added, removed and modified from snapshot A to B (with --table: rows)."""
     repo = ctx.open()
-    result = repo.diff(a, b)
-    doc = {"from": repo.resolve(a), "to": repo.resolve(b)} | result.to_json()
-    ctx.emit(doc, lambda: _print_diff(doc))
+    ends = {"from": repo.resolve(a), "to": repo.resolve(b)}
+    if table_name is None:
+        if export_dir:
+            raise UsageError("--export needs --table NAME")
+        result = repo.diff(a, b)
+        doc = ends | result.to_json()
+        ctx.emit(doc, lambda: _print_diff(doc))
+        return
+    delta = repo.diff(a, b, table=table_name)
+    files = delta.export(export_dir) if export_dir else {}
+    doc = ends | {"table": table_name} | delta.counts | {"exported": files}
+
+    def human() -> None:
+        c = delta.counts
+        out.print(f"{table_name}: {c['inserted']} inserted, {c['updated']} updated, {c['deleted']} deleted")
+        for kind, path in files.items():
+            out.print(f"  {kind}: {path}")
+
+    ctx.emit(doc, human)
 
 
 @cli.command()
@@ -484,3 +515,4 @@ if __name__ == "__main__":
 
 
 from . import demo as _demo  # noqa: E402,F401 - registers `dacflow demo` on the group above
+from . import tables as _tables  # noqa: E402,F401 - registers `dacflow table ...` and `dacflow merge`
