@@ -597,6 +597,12 @@ class Repository:
             raise RefNotFoundError(f"no table {table!r} in {a} or {b}", path=table)
         return table_diff(self._table_io(), old, new)
 
+    def training_delta(self, table: str, since: str | None, head: str | None = None) -> Any:
+        """Rows of `table` a model trained on data commit `since` has not seen (see `dacflow.retrain`)."""
+        from .retrain import training_delta
+
+        return training_delta(self, table, since, head or self.default_branch)
+
     def merge(self, source: str, into: str | None = None, policy: Any = "fail", *, quarantine: str | None = None,
               message: str = "", meta: Mapping[str, Any] | None = None) -> Any:
         """Three-way merge of snapshot `source` into branch `into`; returns a `MergeResult` (see `dacflow.merge`).
