@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .. import __version__
@@ -51,22 +51,30 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
+#: Progress phases that count items rather than bytes.
+_COUNTED = {"scan": "entries", "read": "packs", "gc": "packs"}
+
+
 @contextmanager
 def progress_bar(ctx: Ctx, label: str, unit_bytes: bool = True) -> Iterator[Callable[[str, int, int], None] | None]:
     """A rich progress bar on stderr when it is a terminal; yields the callback the library calls."""
     if ctx.json or not err.is_terminal:
         yield None
         return
-    columns: list[Any] = [TextColumn("[bold]{task.description}"), BarColumn()]
-    columns += [DownloadColumn(), TransferSpeedColumn()] if unit_bytes else [TextColumn("{task.completed}/{task.total}")]
-    columns.append(TimeRemainingColumn())
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+               TimeRemainingColumn()]
     with Progress(*columns, console=err, transient=True) as bar:
         tasks: dict[str, Any] = {}
 
         def update(phase: str, done: int, total: int) -> None:
+            unit = _COUNTED.get(phase, "" if unit_bytes else "items")
+            if unit:
+                detail = f"{done}/{total} {unit}" if total else f"{done} {unit}"
+            else:
+                detail = f"{human_bytes(done)} / {human_bytes(total)}" if total else human_bytes(done)
             if phase not in tasks:
-                tasks[phase] = bar.add_task(f"{label} ({phase})", total=total or None)
-            bar.update(tasks[phase], completed=done, total=total or None)
+                tasks[phase] = bar.add_task(f"{label} ({phase})", total=total or None, detail=detail)
+            bar.update(tasks[phase], completed=done, total=total or None, detail=detail)
 
         yield update
 
