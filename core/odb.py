@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TypeVar
 
 import zstandard
 
@@ -38,6 +38,7 @@ from .objects import ChunkRef, Commit, FileObject, TableObject, Tree, canonical_
 from .stores.base import CREATE, Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PACK_MAGIC = b"DACPACK\x01"
 PACK_END = b"DACPEND\x01"
@@ -311,25 +312,22 @@ class ObjectDatabase:
             )
         return data
 
-    def get_tree(self, oid: str) -> Tree:
-        obj = decode(oid, self.get_bytes(oid), "tree")
-        assert isinstance(obj, Tree)
+    def _get(self, oid: str, kind: str, cls: type[T]) -> T:
+        obj = decode(oid, self.get_bytes(oid), kind)
+        assert isinstance(obj, cls)  # decode checked the type against `kind`
         return obj
+
+    def get_tree(self, oid: str) -> Tree:
+        return self._get(oid, "tree", Tree)
 
     def get_file(self, oid: str) -> FileObject:
-        obj = decode(oid, self.get_bytes(oid), "file")
-        assert isinstance(obj, FileObject)
-        return obj
+        return self._get(oid, "file", FileObject)
 
     def get_table(self, oid: str) -> TableObject:
-        obj = decode(oid, self.get_bytes(oid), "table")
-        assert isinstance(obj, TableObject)
-        return obj
+        return self._get(oid, "table", TableObject)
 
     def get_commit(self, oid: str) -> Commit:
-        obj = decode(oid, self.get_bytes(oid), "commit")
-        assert isinstance(obj, Commit)
-        return obj
+        return self._get(oid, "commit", Commit)
 
     # -- writing ---------------------------------------------------------------------------------------------
     def writer(self) -> PackWriter:

@@ -250,6 +250,14 @@ def cat(ctx: Ctx, target: str, output: str | None) -> None:
         sys.stdout.buffer.write(data)
 
 
+def _list_refs(ctx: Ctx, kind: str, refs: dict[str, str]) -> None:
+    ctx.emit({kind: refs}, lambda: [out.print(f"{n}  {c[:12]}") for n, c in sorted(refs.items())])  # type: ignore[func-returns-value]
+
+
+def _deleted(ctx: Ctx, kind: str, name: str, commit: str) -> None:
+    ctx.emit({"deleted": name, "commit": commit}, lambda: out.print(f"Deleted {kind} {name} (was {commit[:12]})"))
+
+
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--from", "from_", metavar="REF", help="Where a new branch starts (default: the default branch).")
@@ -261,12 +269,10 @@ def branch(ctx: Ctx, name: str | None, from_: str | None, delete: bool) -> None:
     if name is None:
         if delete:
             raise UsageError("branch -d needs a NAME")
-        branches = repo.branches()
-        ctx.emit({"branches": branches}, lambda: [out.print(f"{n}  {c[:12]}") for n, c in sorted(branches.items())])
+        _list_refs(ctx, "branches", repo.branches())
         return
     if delete:
-        commit = repo.delete_branch(name)
-        ctx.emit({"deleted": name, "commit": commit}, lambda: out.print(f"Deleted branch {name} (was {commit[:12]})"))
+        _deleted(ctx, "branch", name, repo.delete_branch(name))
         return
     b = repo.create_branch(name, from_)
     ctx.emit({"branch": name, "commit": b.head}, lambda: out.print(f"Created branch {name} at {b.head[:12]}"))
@@ -281,12 +287,10 @@ def tag(ctx: Ctx, name: str | None, ref: str | None, delete: bool) -> None:
     """List tags; with NAME [REF] create one (default REF: the default branch); with -d NAME delete it."""
     repo = ctx.open()
     if name is None:
-        tags = repo.tags()
-        ctx.emit({"tags": tags}, lambda: [out.print(f"{n}  {c[:12]}") for n, c in sorted(tags.items())])
+        _list_refs(ctx, "tags", repo.tags())
         return
     if delete:
-        commit = repo.delete_tag(name)
-        ctx.emit({"deleted": name, "commit": commit}, lambda: out.print(f"Deleted tag {name} (was {commit[:12]})"))
+        _deleted(ctx, "tag", name, repo.delete_tag(name))
         return
     commit = repo.tag(name, ref or repo.default_branch)
     ctx.emit({"tag": name, "commit": commit}, lambda: out.print(f"Tagged {commit[:12]} as {name}"))
