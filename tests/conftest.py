@@ -11,6 +11,14 @@ from pathlib import Path
 import pytest
 
 from dacflow import Repository
+from emulators import (  # noqa: F401  (session-scoped cloud emulators and per-test cloud environments)
+    azure_env,
+    azurite_server,
+    fake_gcs_server,
+    gcs_env,
+    moto_server,
+    s3_env,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

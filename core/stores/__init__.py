@@ -16,10 +16,15 @@ from .base import CREATE, OVERWRITE, ObjectInfo, PutMode, Store
 
 log = logging.getLogger(__name__)
 
-# Built-in schemes, used when the distribution's entry points are not installed (e.g. running from a checkout).
+# Built-in schemes, used when the distribution's entry points are not installed (e.g. run from a checkout).
 _BUILTIN = {
     "file": "dacflow.stores.local:LocalStore",
+    "s3": "dacflow.stores.s3:S3Store",
+    "gs": "dacflow.stores.gcs:GCSStore",
+    "az": "dacflow.stores.azure:AzureStore",
 }
+# The extra that installs a scheme's SDK, for the message when it is missing.
+_EXTRAS = {"s3": "s3", "gs": "gcs", "az": "azure"}
 
 
 def _scheme(url: str) -> str:
@@ -49,7 +54,7 @@ def store_class(scheme: str) -> Any:
     except ImportError as exc:
         raise UsageError(
             f"the store for {scheme}:// needs a package that is not installed ({exc.name}); "
-            f"install the matching extra, e.g. pip install 'dacflow[{scheme}]'",
+            f"install the matching extra, e.g. pip install 'dacflow[{_EXTRAS.get(scheme, scheme)}]'",
             scheme=scheme,
         ) from None
     return getattr(module, attr)
