@@ -189,7 +189,7 @@ class S3Store:
             return str(self._client.put_object(**kwargs)["ETag"])
         except Exception as exc:
             err = self._error(exc, "put", key)
-            meta = getattr(exc, "response", {}).get("ResponseMetadata", {})
+            meta = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {})
             watch.retried = bool(meta.get("RetryAttempts"))
             if isinstance(err, KeyNotFoundError) and mode.kind == "if_match":
                 err = PreconditionFailedError(f"key {key!r} does not exist in {self.url}", key=key)
