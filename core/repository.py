@@ -117,9 +117,12 @@ class Repository:
         pack_size: int | None = None,
         chunker: Any = None,
         default_branch: str = DEFAULT_BRANCH,
+        **store_options: Any,
     ) -> Repository:
-        """Create a repository at `url` with an empty first commit on `default_branch`."""
-        store = open_store(url, create=True)
+        """Create a repository at `url` with an empty first commit on `default_branch`.
+
+        `store_options` go to the store (e.g. endpoint_url, region for S3; see docs/stores.md)."""
+        store = open_store(url, create=True, **store_options)
         return cls.init_store(
             store,
             compression=compression,
@@ -155,9 +158,11 @@ class Repository:
         return repo
 
     @classmethod
-    def open(cls, url: str) -> Repository:
-        """Open an existing repository; raise `RepositoryNotFoundError` if there is none at `url`."""
-        return cls.open_store(open_store(url))
+    def open(cls, url: str, **store_options: Any) -> Repository:
+        """Open an existing repository; raise `RepositoryNotFoundError` if there is none at `url`.
+
+        `store_options` go to the store (credentials, endpoints; see docs/stores.md)."""
+        return cls.open_store(open_store(url, **store_options))
 
     @classmethod
     def open_store(cls, store: Store) -> Repository:
