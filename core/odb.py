@@ -421,7 +421,7 @@ class PackWriter:
                 self._seal(kind)
         return True
 
-    def add_object(self, obj: FileObject | Tree | Commit) -> str:
+    def add_object(self, obj: FileObject | Tree | Commit | TableObject) -> str:
         """Encode, hash and add a metadata object; return its id."""
         data = obj.encode()
         oid = hash_bytes(data)
@@ -524,7 +524,7 @@ class MemoryWriter:
             self.chunks.add(oid)
         return True
 
-    def add_object(self, obj: FileObject | Tree | Commit) -> str:
+    def add_object(self, obj: FileObject | Tree | Commit | TableObject) -> str:
         data = obj.encode()
         oid = hash_bytes(data)
         self.add(oid, data, KIND_META)

@@ -264,11 +264,11 @@ class Repository:
             return ref
         for kind in (BRANCHES, TAGS):
             try:
-                commit = self.refs.get(kind, ref)
+                found = self.refs.get(kind, ref)
             except Exception:  # noqa: BLE001 - names that cannot be refs simply are not refs
-                commit = None
-            if commit is not None:
-                return commit
+                found = None
+            if found is not None:
+                return found
         if re.fullmatch(r"[0-9a-f]{6,63}", ref):
             hits = self._commits_with_prefix(ref)
             if len(hits) == 1:

@@ -163,7 +163,9 @@ def inside_removed_dirs(odb: ObjectDatabase, old: str | None, new: str, paths: s
 
     A diff lists files only, so a new path inside a directory the other side deleted overlaps none of them."""
     hits: set[str] = set()
-    for path in paths if old is not None else ():
+    if old is None:
+        return hits
+    for path in paths:
         a, b = old, new
         for part in split_path(path)[:-1]:
             ea, eb = odb.get_tree(a).get(part), odb.get_tree(b).get(part)

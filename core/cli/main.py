@@ -251,7 +251,11 @@ def cat(ctx: Ctx, target: str, output: str | None) -> None:
 
 
 def _list_refs(ctx: Ctx, kind: str, refs: dict[str, str]) -> None:
-    ctx.emit({kind: refs}, lambda: [out.print(f"{n}  {c[:12]}") for n, c in sorted(refs.items())])  # type: ignore[func-returns-value]
+    def human() -> None:
+        for name, commit in sorted(refs.items()):
+            out.print(f"{name}  {commit[:12]}")
+
+    ctx.emit({kind: refs}, human)
 
 
 def _deleted(ctx: Ctx, kind: str, name: str, commit: str) -> None:

@@ -110,7 +110,7 @@ def table_schema(ctx: Ctx, ref: str, name: str) -> None:
     """Show the columns, types and key of table NAME in snapshot REF."""
     repo = ctx.open()
     schema, key = repo.table_schema(ref, name)
-    rows = repo.table_object(ref, name).rows
+    rows = repo._require_table(ref, name).rows
     doc = {"table": name, "key": key, "rows": rows,
            "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]}
 
@@ -133,7 +133,11 @@ def table_list(ctx: Ctx, ref: str | None) -> None:
     ref = ref or repo.default_branch
     found = {p: e for p, e in walk(repo.odb, repo.get_commit(ref).tree) if e.kind == "table"}
     tables = {p: repo.odb.get_table(e.ref).rows for p, e in found.items()}
-    ctx.emit({"ref": ref, "tables": tables}, lambda: [out.print(f"{p}  {n} rows") for p, n in sorted(tables.items())])
+    def human() -> None:
+        for path, count in sorted(tables.items()):
+            out.print(f"{path}  {count} rows")
+
+    ctx.emit({"ref": ref, "tables": tables}, human)
 
 
 @cli.command()

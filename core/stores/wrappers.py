@@ -300,4 +300,8 @@ class FaultStore(StoreWrapper):
         return iter(list(self.inner.list(prefix)))
 
     def delete(self, key: str) -> None:
-        self._write("delete", key, lambda: (self.inner.delete(key), "")[1])
+        def do() -> str:
+            self.inner.delete(key)
+            return ""
+
+        self._write("delete", key, do)
