@@ -6,6 +6,7 @@ content in any file, version or branch yields equal chunks and is stored once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
@@ -74,3 +75,31 @@ def chunk_bytes(data: bytes | memoryview, params: ChunkerParams) -> Iterator[mem
         return
     for chunk in params.new().cut_buf(data):
         yield chunk.data
+
+
+#: Bytes read per window by `file_chunks`; at least twice the largest chunk, so interior chunks are final.
+WINDOW = 8 << 20
+
+
+def file_chunks(fd: int, params: ChunkerParams, window: int = WINDOW) -> Iterator[memoryview]:
+    """Yield the chunks of an open file, reading it window by window with `pread` (no mmap: a file truncated
+    under us must give a short read, not SIGBUS). The boundaries are exactly those of chunking the whole file
+    at once: a window's last chunk may be cut short by the window's end, so the next window starts where that
+    chunk starts (re-reading at most one chunk).
+
+    Each view stays valid for as long as it is referenced (each window is its own bytes object)."""
+    window = max(window, 4 * params.max_size)
+    cdc = params.new()
+    pos = 0
+    while True:
+        data = os.pread(fd, window, pos)
+        eof = len(data) < window
+        if not data:
+            return
+        chunks = list(cdc.cut_buf(data))
+        if not eof:
+            pos += chunks.pop().offset
+        for chunk in chunks:
+            yield chunk.data
+        if eof:
+            return

@@ -345,30 +345,35 @@ class ObjectDatabase:
 
 @dataclass
 class _OpenPack:
-    """A pack being filled in a staging file."""
+    """A pack being filled in a staging file; writers reserve a range under the lock and write it outside."""
 
-    file: IO[bytes]
+    fd: int
     path: str
+    kind: str
     entries: list[list[object]]
     offset: int
+    inflight: int = 0
+    full: bool = False
 
 
 class PackWriter:
-    """Appends objects to packs in staging files and publishes each full pack, in order, in the background.
+    """Appends objects to packs in staging files and publishes each finished pack in the background.
 
     Data chunks and metadata go to separate packs (as restic does): reading trees never touches data packs, and
-    a transfer can copy data packs whole and publish metadata strictly after the data it references. A metadata
-    pack is never published before the data pack being filled beside it, so invariant 1 holds at every moment.
+    a transfer can copy data packs whole. Metadata packs are published only by `flush`, after every data pack
+    begun before them, so an object never becomes readable before the data it names (invariant 1).
 
-    Thread-safe: several threads may `add` at once. Use as a context manager; leaving the block normally
-    publishes everything, leaving it by an exception publishes nothing more (what was published is garbage
-    until a commit references it, and gc removes it after the grace period).
+    Thread-safe and built for parallel snapshots: `add` reserves a byte range under a short lock and writes it
+    with `pwritev` outside it; whichever writer finishes last in a full data pack seals it. Use as a context
+    manager; leaving the block normally publishes everything, leaving it by an exception publishes nothing more
+    (what was published is garbage until a commit references it, and gc removes it after the grace period).
     """
 
     def __init__(self, odb: ObjectDatabase) -> None:
         self.odb = odb
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._open: dict[str, _OpenPack] = {}
+        self._all: list[_OpenPack] = []
         self._pending: set[str] = set()
         self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dacflow-pack")
         self._futures: list[Future[None]] = []
@@ -402,23 +407,30 @@ class PackWriter:
             return False
         level = (3 if kind == KIND_META else self.odb.compression_level) if compress else None
         codec, stored = encode_blob(payload, level)
-        with self._lock:
+        length = 1 + len(stored)
+        with self._cond:
             if oid in self._pending or (not force and self.odb.has(oid)):
                 return False
             pack = self._open.get(kind) or self._new_pack(kind)
-            pack.file.write(codec)
-            pack.file.write(stored)
-            length = 1 + len(stored)
-            pack.entries.append([oid, kind, pack.offset, length])
+            offset = pack.offset
+            pack.entries.append([oid, kind, offset, length])
             pack.offset += length
+            pack.inflight += 1
             self._pending.add(oid)
             self.objects_written += 1
             self.bytes_written += length
             self.raw_bytes_written += len(payload)
-            if pack.offset >= self.odb.pack_size:
-                if kind == KIND_META:
-                    self._seal(KIND_CHUNK)  # the data this metadata may reference goes first
-                self._seal(kind)
+            if kind == KIND_CHUNK and pack.offset >= self.odb.pack_size:
+                del self._open[kind]  # later objects start a new pack; the last writer here seals this one
+                pack.full = True
+        try:
+            os.pwritev(pack.fd, [codec, stored], offset)
+        finally:
+            with self._cond:
+                pack.inflight -= 1
+                if pack.full and pack.inflight == 0 and pack.kind == KIND_CHUNK:
+                    self._seal(pack)
+                self._cond.notify_all()
         return True
 
     def add_object(self, obj: FileObject | Tree | Commit | TableObject) -> str:
@@ -431,22 +443,21 @@ class PackWriter:
     def _new_pack(self, kind: str) -> _OpenPack:
         staging = self.odb.store.staging_dir()
         path = os.path.join(staging, f"pack-{uuid.uuid4().hex}.tmp")
-        f = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in _seal/abort
-        f.write(PACK_MAGIC)
-        pack = self._open[kind] = _OpenPack(f, path, [], len(PACK_MAGIC))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.pwrite(fd, PACK_MAGIC, 0)
+        pack = self._open[kind] = _OpenPack(fd, path, kind, [], len(PACK_MAGIC))
+        self._all.append(pack)
         return pack
 
-    def _seal(self, kind: str) -> None:
-        """Finish the open pack of `kind` and hand it to the publisher thread (caller holds the lock)."""
-        pack = self._open.pop(kind, None)
-        if pack is None:
-            return
+    def _seal(self, pack: _OpenPack) -> None:
+        """Finish a pack whose writes are all done and hand it to the publisher (caller holds the lock)."""
         created = time.time()
         pack_id, index_bytes = encode_index(pack.entries, created)
-        pack.file.write(index_bytes)
-        pack.file.write(struct.pack("<Q", len(index_bytes)))
-        pack.file.write(PACK_END)
-        pack.file.close()
+        trailer = index_bytes + struct.pack("<Q", len(index_bytes)) + PACK_END
+        os.pwrite(pack.fd, trailer, pack.offset)
+        os.close(pack.fd)
+        pack.fd = -1
+        self._all.remove(pack)
         self._futures.append(
             self._publisher.submit(self._publish, pack.path, pack_id, index_bytes, pack.entries, created)
         )
@@ -473,13 +484,19 @@ class PackWriter:
 
     def flush(self) -> None:
         """Publish everything added so far (data packs before metadata packs) and wait until it is readable."""
-        with self._lock:
-            self._seal(KIND_CHUNK)
-            self._seal(KIND_META)
+        with self._cond:
+            for kind in (KIND_CHUNK, KIND_META):
+                pack = self._open.pop(kind, None)
+                if pack is not None:
+                    pack.full = True
+            self._cond.wait_for(lambda: all(p.inflight == 0 for p in self._all))
+            for pack in sorted(self._all, key=lambda p: p.kind == KIND_META):
+                if pack.full:
+                    self._seal(pack)
         futures, self._futures = self._futures, []
         for fut in futures:
             fut.result()
-        with self._lock:
+        with self._cond:
             self._pending.difference_update(o for o in list(self._pending) if self.odb.has(o))
 
     def close(self) -> None:
@@ -496,11 +513,14 @@ class PackWriter:
         self._publisher.shutdown(wait=True)
 
     def _discard_open_files(self) -> None:
-        with self._lock:
-            for pack in self._open.values():
-                pack.file.close()
+        with self._cond:
+            self._cond.wait_for(lambda: all(p.inflight == 0 for p in self._all), timeout=60)
+            for pack in self._all:
+                if pack.fd >= 0:
+                    os.close(pack.fd)
                 if os.path.exists(pack.path):
                     os.unlink(pack.path)
+            self._all.clear()
             self._open.clear()
 
 

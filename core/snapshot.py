@@ -14,10 +14,11 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
-from .chunking import ChunkerParams, chunk_bytes, iter_chunks
+from .chunking import ChunkerParams, chunk_bytes, file_chunks
 from .errors import UnsafePathError, UsageError
 from .names import MAX_TREE_DEPTH, META_DIR, check_names
 from .objects import (
@@ -38,6 +39,9 @@ from .odb import KIND_CHUNK, PackWriter
 from .statcache import CachedFile, StatCache, StatKey
 
 log = logging.getLogger(__name__)
+
+#: A file up to this size is one job for a worker; a larger one is cut into batches of about this size.
+BATCH_BYTES = 4 << 20
 
 #: progress(phase, done, total): phases "scan" (entries), "hash" (bytes).
 ProgressFn = Callable[[str, int, int], None]
@@ -218,30 +222,76 @@ class TreeBuilder:
 
     # -- phase 2: hash ---------------------------------------------------------------------------------------
     def _hash_pending(self) -> None:
+        """Chunk, hash and store every changed file. Small files go to the worker threads whole; a large file is
+        cut into chunks here, window by window, while the workers hash, compress and write batches of its
+        chunks — so one big file keeps every core busy (FastCDC, BLAKE3, zstd and pwrite release the GIL)."""
         if not self._pending:
             return
         self._report("hash", 0, self._hash_total, force=True)
-        # Largest first, so one big file does not finish alone at the end.
-        jobs = sorted(self._pending, key=lambda p: -p.key.size)
-        if self.workers <= 1 or len(jobs) == 1:
+        jobs = sorted(self._pending, key=lambda p: -p.key.size)  # largest first
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dacflow-hash") as pool:
+            small = [pool.submit(self._hash_small, j) for j in jobs if j.key.size <= BATCH_BYTES]
             for job in jobs:
-                self._hash_one(job)
-        else:
-            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dacflow-hash") as pool:
-                for fut in [pool.submit(self._hash_one, job) for job in jobs]:
-                    fut.result()
+                if job.key.size > BATCH_BYTES:
+                    self._hash_large(job, pool)
+            for fut in small:
+                fut.result()
         self._report("hash", self._hashed, self._hash_total, force=True)
 
-    def _hash_one(self, job: _Pending) -> None:
+    def _open(self, job: _Pending) -> int:
         try:
-            fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW)
+            return os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW)
         except PermissionError:
             raise UsageError(f"cannot read {job.path}: permission denied", path=job.path) from None
         except OSError as exc:
             raise UsageError(f"cannot read {job.path}: {exc.strerror}", path=job.path) from None
-        with open(fd, "rb", buffering=0) as f:
-            fobj = store_chunks(self.writer, iter_chunks(f, self.params), self.stats, self._on_bytes)
-            after = StatKey.of(os.fstat(f.fileno()))
+
+    def _store_batch(self, chunks: list[memoryview]) -> list[ChunkRef]:
+        refs = []
+        for data in chunks:
+            oid = hash_bytes(data)
+            self.stats.add_chunk(len(data), self.writer.add(oid, data, KIND_CHUNK))
+            refs.append(ChunkRef(oid, len(data)))
+        self._on_bytes(sum(len(d) for d in chunks))
+        return refs
+
+    def _hash_small(self, job: _Pending) -> None:
+        fd = self._open(job)
+        try:
+            refs = self._store_batch(list(file_chunks(fd, self.params)))
+            after = StatKey.of(os.fstat(fd))
+        finally:
+            os.close(fd)
+        self._finish(job, refs, after)
+
+    def _hash_large(self, job: _Pending, pool: ThreadPoolExecutor) -> None:
+        fd = self._open(job)
+        inflight: deque[Future[list[ChunkRef]]] = deque()
+        refs: list[ChunkRef] = []
+        try:
+            batch: list[memoryview] = []
+            size = 0
+            for data in file_chunks(fd, self.params):
+                batch.append(data)
+                size += len(data)
+                if size >= BATCH_BYTES:
+                    inflight.append(pool.submit(self._store_batch, batch))
+                    batch, size = [], 0
+                    while len(inflight) > 2 * self.workers:  # bounded memory: a few windows in flight
+                        refs += inflight.popleft().result()
+            if batch:
+                inflight.append(pool.submit(self._store_batch, batch))
+            while inflight:
+                refs += inflight.popleft().result()
+            after = StatKey.of(os.fstat(fd))
+        finally:
+            for fut in inflight:
+                fut.cancel()
+            os.close(fd)
+        self._finish(job, refs, after)
+
+    def _finish(self, job: _Pending, refs: list[ChunkRef], after: StatKey) -> None:
+        fobj = FileObject(sum(r.size for r in refs), tuple(refs))
         file_id = self.writer.add_object(fobj)
         job.dir.entries[job.name] = TreeEntry(job.name, FILE, file_id, fobj.size, job.mode)
         with self.stats._lock:
