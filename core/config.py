@@ -26,7 +26,7 @@ class RepoConfig:
     version: int = VERSION
     hash: str = HASH_ALGORITHM
     chunker: ChunkerParams = field(default_factory=ChunkerParams)
-    compression: str = "zstd"
+    compression: str = "none"
     compression_level: int = 1
     pack_size: int = DEFAULT_PACK_SIZE
     created: str = field(default_factory=utc_now)

@@ -112,7 +112,7 @@ class Repository:
         cls,
         url: str,
         *,
-        compression: str = "zstd",
+        compression: str = "none",
         compression_level: int = 1,
         pack_size: int | None = None,
         chunker: Any = None,
@@ -133,7 +133,7 @@ class Repository:
         )
 
     @classmethod
-    def init_store(cls, store: Store, *, compression: str = "zstd", compression_level: int = 1,
+    def init_store(cls, store: Store, *, compression: str = "none", compression_level: int = 1,
                    pack_size: int | None = None, chunker: Any = None,
                    default_branch: str = DEFAULT_BRANCH) -> Repository:
         """Create a repository on an already opened store (e.g. one wrapped for fault injection)."""

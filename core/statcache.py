@@ -17,8 +17,10 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 #: Files modified this recently are not cached: a second write within the clock's resolution could keep
-#: the same mtime and size, and the cache would then hide it ("racy" entries, as git calls them).
+#: the same mtime and size, and the cache would then hide it ("racy" entries, as git calls them). A file system
+#: that records sub-second times (its mtimes are not whole seconds) gets the short window, others the long one.
 RACY_SECONDS = 2.0
+RACY_SECONDS_FINE = 0.05
 
 
 def cache_dir() -> str:
@@ -79,11 +81,12 @@ class StatCache:
         """Replace the cache with `entries`, leaving out racy ones (modified near `started`)."""
         if not self.enabled:
             return
-        cutoff_ns = int((started - RACY_SECONDS) * 1e9)
+        coarse_ns = int((started - RACY_SECONDS) * 1e9)
+        fine_ns = int((started - RACY_SECONDS_FINE) * 1e9)
         rows = [
             (p, e.key.size, e.key.mtime_ns, e.key.ino, e.key.ctime_ns, e.file_id, ",".join(e.chunk_ids))
             for p, e in entries.items()
-            if e.key.mtime_ns < cutoff_ns
+            if e.key.mtime_ns < (fine_ns if e.key.mtime_ns % 1_000_000_000 else coarse_ns)
         ]
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)

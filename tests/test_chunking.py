@@ -178,7 +178,9 @@ def test_content_defined_dedup_across_files(tmp_path: Path, rng: random.Random) 
     assert s["chunks_new"] <= 3 and s["bytes_new"] <= 3 * c.max_size
     assert s["bytes_reused"] >= 3 * len(a)  # a.bin, copy.bin, and most of twice.bin
     s = add("prefixed.bin", rng.randbytes(1000) + a)  # new bytes in front
-    assert s["chunks_new"] <= 2 and s["bytes_new"] <= 2 * c.max_size
+    # FastCDC resynchronises within a chunk or two after a prefix (296 of 300 seeds: 1 chunk, max 3), but with
+    # minimum-size skipping a rare seed takes a few more (seen: 5); bound it loosely, the point is "not all".
+    assert s["chunks_new"] <= 8 and s["bytes_new"] <= 8 * c.max_size
     s = add("cut.bin", a[: 3 << 20])  # a prefix
     assert s["chunks_new"] <= 1 and s["bytes_new"] <= c.max_size
     middle = len(a) // 2

@@ -124,8 +124,9 @@ def cli(click_ctx: click.Context, repo: str | None, as_json: bool, verbose: int,
 
 @cli.command()
 @click.argument("location", required=False, metavar="[PATH|URL]")
-@click.option("--compression", type=click.Choice(["zstd", "none"]), default="zstd", show_default=True,
-              help="How data chunks are stored (metadata is always compressed).")
+@click.option("--compression", type=click.Choice(["none", "zstd"]), default="none", show_default=True,
+              help="Store data chunks zstd-compressed (saves space and transfer for text, costs CPU: "
+              "see docs/benchmarks.md); metadata is always compressed.")
 @click.option("--default-branch", default="main", show_default=True)
 @pass_ctx
 def init(ctx: Ctx, location: str | None, compression: str, default_branch: str) -> None:
