@@ -299,3 +299,15 @@ def test_unusable_chunker_parameters_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="FastCDC"):
         Repository.init(str(tmp_path / "r"), chunker=ChunkerParams(min_size=64, avg_size=100, max_size=500))
+
+
+def test_files_written_just_before_a_snapshot_are_cached_after_a_moment(repo: Repository, tmp_path: Path) -> None:
+    """On a file system with sub-second mtimes the racy window is 50 ms, not 2 s: write, wait a little,
+    snapshot, and the next snapshot trusts the stat cache."""
+    src = write_tree(tmp_path / "src", {"fresh.bin": os.urandom(100_000)})
+    if os.stat(src / "fresh.bin").st_mtime_ns % 1_000_000_000 == 0:
+        pytest.skip("this file system keeps whole-second mtimes")
+    time.sleep(0.1)
+    repo.snapshot(str(src), "main")
+    again = repo.snapshot(str(src), "main")
+    assert again.stats["files_cached"] == 1 and again.stats["files_hashed"] == 0
