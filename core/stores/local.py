@@ -13,7 +13,9 @@ import errno
 import fcntl
 import logging
 import os
+import threading
 import time
+from collections import OrderedDict
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,7 @@ from .base import CREATE, OVERWRITE, ObjectInfo, PutMode
 log = logging.getLogger(__name__)
 
 _TMP = "tmp"
+_OPEN_FILES = 64
 _LOCK_SUFFIX = ".lock"
 _LOCK_WAIT_SECONDS = 30.0
 
@@ -75,6 +78,16 @@ class LocalStore:
             except OSError as exc:
                 raise StoreError(f"cannot create directory {self.root}: {exc.strerror}", path=self.root) from None
         self._tmp = os.path.join(self.root, _TMP)
+        self._fds: OrderedDict[str, tuple[int, tuple[int, int]]] = OrderedDict()
+        self._retired: list[int] = []
+        self._fd_lock = threading.Lock()
+
+    def __del__(self) -> None:
+        for fd in [fd for fd, _ in getattr(self, "_fds", {}).values()] + getattr(self, "_retired", []):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = False, **options: object) -> LocalStore:
@@ -86,6 +99,24 @@ class LocalStore:
         return f"LocalStore({self.root!r})"
 
     # -- helpers ---------------------------------------------------------------------------------------------
+    def _fd(self, path: str) -> int:
+        """An open descriptor for `path`, reused while the path still names the same file (inode)."""
+        st = os.stat(path)
+        with self._fd_lock:
+            cached = self._fds.get(path)
+            if cached is not None and cached[1] == (st.st_ino, st.st_dev):
+                self._fds.move_to_end(path)
+                return cached[0]
+            fd = os.open(path, os.O_RDONLY)
+            if cached is not None:
+                self._retired.append(cached[0])  # another thread may still be reading through it
+            self._fds[path] = (fd, (st.st_ino, st.st_dev))
+            while len(self._fds) > _OPEN_FILES:
+                self._retired.append(self._fds.popitem(last=False)[1][0])
+            while len(self._retired) > _OPEN_FILES:
+                os.close(self._retired.pop(0))
+            return fd
+
     def _path(self, key: str) -> str:
         parts = key.split("/")
         if (
@@ -183,15 +214,14 @@ class LocalStore:
 
     # -- protocol --------------------------------------------------------------------------------------------
     def get(self, key: str, byte_range: tuple[int, int] | None = None) -> bytes:
-        """Read a key, or a half-open byte range of it."""
+        """Read a key, or a half-open byte range of it (ranges through a cache of open files: `pread`)."""
         path = self._path(key)
         try:
-            with open(path, "rb", buffering=0) as f:
-                if byte_range is None:
-                    return f.read()
+            if byte_range is not None:
                 start, end = byte_range
-                f.seek(start)
-                return f.read(end - start)
+                return os.pread(self._fd(path), end - start, start)
+            with open(path, "rb", buffering=0) as f:
+                return f.read()
         except FileNotFoundError:
             raise KeyNotFoundError(f"no key {key!r} in {self.url}", key=key) from None
         except IsADirectoryError:
