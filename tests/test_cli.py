@@ -155,3 +155,18 @@ def test_push_pull_clone(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     assert pulled["refs"]["branches/main"]["to"] == commit and len(pulled["by_source"]) >= 1
     code, _, err = run(capsys, "--repo", str(local), "push")
     assert code == 2 and "push takes SRC DST" in err
+
+
+def test_no_permission_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A repository the user may not write to (an immutable directory stops even root): one line, exit 8."""
+    repo = tmp_path / "repo"
+    data = write_tree(tmp_path / "d", {"f": b"1"})
+    run(capsys, "--repo", str(repo), "init")
+    if subprocess.run(["chattr", "+i", str(repo / "tmp")], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available on this file system")
+    try:
+        code, _, err = run(capsys, "--repo", str(repo), "snapshot", str(data))
+    finally:
+        subprocess.run(["chattr", "-i", str(repo / "tmp")], check=True)
+    assert code == 8 and "Operation not permitted" in err and len(err.strip().splitlines()) == 1, err
+    assert run(capsys, "--repo", str(repo), "--json", "log")[0] == 0
