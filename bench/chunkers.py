@@ -53,8 +53,7 @@ def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 def record(group: str, name: str, nbytes: int, seconds: float, note: str = "", **extra: Any) -> None:
     gbps = nbytes / seconds / 1e9
     RESULTS.append(
-        {"group": group, "name": name, "bytes": nbytes, "seconds": seconds, "gb_per_s": gbps, "note": note}
-        | extra
+        {"group": group, "name": name, "bytes": nbytes, "seconds": seconds, "gb_per_s": gbps, "note": note} | extra
     )
     print(f"  {name:52s} {gbps:7.3f} GB/s  ({nbytes / MiB:,.0f} MiB in {seconds:.3f} s) {note}", flush=True)
 
@@ -192,9 +191,7 @@ def bench_chunkers(data: bytes, path: str, params: Any, repeat: int, sample_mib:
         backend = fastcdc_mod.__name__ if hasattr(fastcdc_mod, "__name__") else str(fastcdc_mod)
 
         def fc() -> int:
-            return sum(
-                1 for _ in fastcdc_mod(data, params.min_size, params.avg_size, params.max_size, fat=False)
-            )
+            return sum(1 for _ in fastcdc_mod(data, params.min_size, params.avg_size, params.max_size, fat=False))
 
         t, count = best_of(repeat, fc)
         record(
@@ -207,8 +204,7 @@ def bench_chunkers(data: bytes, path: str, params: Any, repeat: int, sample_mib:
 
         def fc_fat() -> int:
             return sum(
-                len(c.data)
-                for c in fastcdc_mod(data, params.min_size, params.avg_size, params.max_size, fat=True)
+                len(c.data) for c in fastcdc_mod(data, params.min_size, params.avg_size, params.max_size, fat=True)
             )
 
         t, _ = best_of(repeat, fc_fat)
@@ -217,9 +213,7 @@ def bench_chunkers(data: bytes, path: str, params: Any, repeat: int, sample_mib:
         print("  fastcdc not installed: skipped")
 
     sample = data[: sample_mib * MiB]
-    t, cuts = best_of(
-        1, lambda: pure_python_gear_cut(sample, params.min_size, params.avg_size, params.max_size)
-    )
+    t, cuts = best_of(1, lambda: pure_python_gear_cut(sample, params.min_size, params.avg_size, params.max_size))
     record(
         "chunk",
         f"pure-Python gear loop ({sample_mib} MiB sample)",
@@ -330,9 +324,7 @@ def bench_chunk_hash(data: bytes, params: Any, repeat: int) -> None:
         t, _ = best_of(repeat, lambda: fc_one(memoryview(data)))
         record("chunk+hash", "fastcdc + blake3, 1 thread", len(data), t)
         t, _ = best_of(repeat, partial(threaded, 2, [partial(fc_one, b) for b in halves]))
-        record(
-            "chunk+hash", "fastcdc + blake3, 2 threads (a half each)", len(data), t, "(fastcdc holds the GIL)"
-        )
+        record("chunk+hash", "fastcdc + blake3, 2 threads (a half each)", len(data), t, "(fastcdc holds the GIL)")
     except ImportError:
         pass
     sha = [("pyfastcdc + sha256, 1 thread", lambda b: hashlib.sha256(b).hexdigest())]
@@ -354,10 +346,7 @@ def bench_zstd(csv: bytes, rnd: bytes, chunk: int, repeat: int) -> None:
     except ImportError:
         print("zstandard not installed: skipped")
         return
-    print(
-        f"\nzstd (python-zstandard {zstandard.__version__}), per {chunk // 1024} KiB chunk "
-        "as the core stores them"
-    )
+    print(f"\nzstd (python-zstandard {zstandard.__version__}), per {chunk // 1024} KiB chunk as the core stores them")
     for label, data in (("CSV-like", csv), ("random", rnd)):
         parts = pieces(data, chunk)
         halves = [parts[: len(parts) // 2], parts[len(parts) // 2 :]]
@@ -421,9 +410,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024, help="data for chunkers and hashes (default 1024)")
     ap.add_argument("--zstd-mib", type=int, default=256, help="data for each zstd case (default 256)")
-    ap.add_argument(
-        "--sample-mib", type=int, default=4, help="sample for the pure-Python chunkers (default 4)"
-    )
+    ap.add_argument("--sample-mib", type=int, default=4, help="sample for the pure-Python chunkers (default 4)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument(
         "--wait-idle",

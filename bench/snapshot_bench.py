@@ -156,9 +156,7 @@ def _write_waveforms_parquet(path: str, target: int, seed: int) -> int:
                     "ecg_v5_mv": pa.array((0.7 * beat**15 + rng.normal(0, 0.05, group)).astype(np.float32)),
                     "ppg": pa.array((0.5 + 0.3 * beat + rng.normal(0, 0.02, group)).astype(np.float32)),
                     "resp_ohm": pa.array(
-                        (500 + 3 * np.sin(2 * np.pi * t / 4000) + rng.normal(0, 0.3, group)).astype(
-                            np.float32
-                        )
+                        (500 + 3 * np.sin(2 * np.pi * t / 4000) + rng.normal(0, 0.3, group)).astype(np.float32)
                     ),
                     "accel_x": pa.array(rng.integers(-2048, 2048, group, dtype=np.int16)),
                     "accel_y": pa.array(rng.integers(-2048, 2048, group, dtype=np.int16)),
@@ -190,9 +188,7 @@ def _write_small_files(root: str, seed: int) -> tuple[int, int]:
     table = pa.table(
         {
             "event_id": pa.array(np.arange(n, dtype=np.int64) + 10_000_000),
-            "ts": pa.array(
-                np.datetime64(BASE_TS, "s") + np.sort(rng.integers(0, 86_400 * 30, n)), pa.timestamp("s")
-            ),
+            "ts": pa.array(np.datetime64(BASE_TS, "s") + np.sort(rng.integers(0, 86_400 * 30, n)), pa.timestamp("s")),
             "kind": pa.array(kinds[rng.integers(0, len(kinds), n)]),
             "staff": pa.array(rng.integers(1000, 9999, n)),
             "value": pa.array(rng.normal(0, 10, n).round(2)),
@@ -249,9 +245,7 @@ def build_dataset(path: str, size_gib: float, seed: int = 42) -> dict[str, Any]:
     manifest["total_bytes"] = manifest["csv_bytes"] + manifest["parquet_bytes"] + small_bytes
     with open(manifest_path, "w") as f:
         json.dump(manifest, f, indent=2)
-    print(
-        f"built dataset in {manifest['build_seconds']} s: {manifest['total_bytes'] / GiB:.2f} GiB", flush=True
-    )
+    print(f"built dataset in {manifest['build_seconds']} s: {manifest['total_bytes'] / GiB:.2f} GiB", flush=True)
     return manifest
 
 
@@ -674,9 +668,7 @@ def run(args: argparse.Namespace, compression: str, manifest: dict[str, Any]) ->
         shutil.rmtree(dest)
     keep("e", attempts, key="wall_s")
 
-    print(
-        "(f) racy window: append 0.1% and snapshot at once, then re-snapshot with no change ...", flush=True
-    )
+    print("(f) racy window: append 0.1% and snapshot at once, then re-snapshot with no change ...", flush=True)
     append_csv_rows(csv, manifest, 0.001, offset_rows=int(manifest["csv_rows"] * 0.01))
     keep("f1", [snapshot_step("f1 snapshot right after a write", repo, src, env, "racy")])
     time.sleep(RACY_WAIT)
@@ -863,10 +855,7 @@ def print_report(res: dict[str, Any]) -> None:
     )
     print("targets:")
     for t in res["targets"]:
-        print(
-            f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['name']}: {t['value']:.3f} {t['unit']} "
-            f"(limit {t['limit']})"
-        )
+        print(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['name']}: {t['value']:.3f} {t['unit']} (limit {t['limit']})")
 
 
 def main() -> None:
@@ -899,9 +888,7 @@ def main() -> None:
         "below --idle-load (for a machine shared with other work)",
     )
     ap.add_argument("--idle-load", type=float, default=1.0)
-    ap.add_argument(
-        "--keep", action="store_true", help="keep the work directories (source copy and repository)"
-    )
+    ap.add_argument("--keep", action="store_true", help="keep the work directories (source copy and repository)")
     args = ap.parse_args()
     args.out = os.path.abspath(args.out)
     os.makedirs(args.out, exist_ok=True)

@@ -54,8 +54,14 @@ def is_empty_dir(path: str) -> bool:
 class Checkout:
     """Writes one tree into a directory; `force` replaces conflicting entries, others are left alone."""
 
-    def __init__(self, odb: ObjectDatabase, *, force: bool = False, progress: ProgressFn | None = None,
-                 workers: int | None = None) -> None:
+    def __init__(
+        self,
+        odb: ObjectDatabase,
+        *,
+        force: bool = False,
+        progress: ProgressFn | None = None,
+        workers: int | None = None,
+    ) -> None:
         self.odb = odb
         self.force = force
         self.progress = progress
@@ -84,12 +90,9 @@ class Checkout:
             self.progress("write", self.stats.bytes, self._total)
         return self.stats
 
-    def _write_tree(
-        self, tree_id: str, dir_fd: int, where: str, pool: ThreadPoolExecutor, depth: int = 0
-    ) -> None:
+    def _write_tree(self, tree_id: str, dir_fd: int, where: str, pool: ThreadPoolExecutor, depth: int = 0) -> None:
         if depth > MAX_TREE_DEPTH:  # as snapshot and trees.walk: a hostile tree must not recurse without end
-            raise UnsafePathError(f"tree at {where} is nested deeper than {MAX_TREE_DEPTH} levels",
-                                  name=where)
+            raise UnsafePathError(f"tree at {where} is nested deeper than {MAX_TREE_DEPTH} levels", name=where)
         tree = self.odb.get_tree(tree_id)
         futures: list[Future[None]] = []
         subdirs: list[TreeEntry] = []

@@ -47,7 +47,9 @@ class ChunkerParams:
     def problem(self) -> str:
         """What is wrong with these parameters for FastCDC, or '' if nothing."""
         if not (64 <= self.min_size <= self.avg_size <= self.max_size):
-            return f"chunk sizes must satisfy 64 <= min <= avg <= max, got {self.min_size}/{self.avg_size}/{self.max_size}"
+            return (
+                f"chunk sizes must satisfy 64 <= min <= avg <= max, got {self.min_size}/{self.avg_size}/{self.max_size}"
+            )
         if not (256 <= self.avg_size <= 4 << 20 and 1024 <= self.max_size <= 16 << 20 and self.min_size <= 1 << 20):
             return "FastCDC needs 256 B <= avg <= 4 MiB, 1 KiB <= max <= 16 MiB and min <= 1 MiB"
         return ""

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import KeyNotFoundError
-from .locks import RepoLock
 from .graph import reachable
+from .locks import RepoLock
 from .odb import decode_blob, decode_index, index_key, pack_key
 from .snapshot import ProgressFn
 
@@ -74,7 +74,6 @@ def collect_garbage(
                 continue
             (rewrite if keep else doomed).append(pack_id)
         total = len(doomed) + len(rewrite)
-        done = 0
         if rewrite and not dry_run:
             with odb.writer() as writer:
                 for pack_id in rewrite:
@@ -82,7 +81,7 @@ def collect_garbage(
                         if oid in live and odb.locate(oid, refresh=False).pack == pack_id:  # type: ignore[union-attr]
                             raw = decode_blob(oid, odb.read_stored(oid, loc), f"pack {pack_id[:16]}")
                             writer.add(oid, raw, loc.kind, force=True)
-        for pack_id in doomed + rewrite:
+        for done, pack_id in enumerate(doomed + rewrite, 1):
             entries = index_entries[pack_id]
             info = store.head(pack_key(pack_id))
             report.objects_deleted += sum(1 for oid, _ in entries if oid not in live)
@@ -94,7 +93,6 @@ def collect_garbage(
             if not dry_run:
                 store.delete(index_key(pack_id))
                 store.delete(pack_key(pack_id))
-            done += 1
             if progress:
                 progress("gc", done, total)
         if not dry_run:

@@ -66,7 +66,9 @@ class RepoLock:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.store.delete(self.key)
 
     def _others(self) -> list[tuple[str, dict[str, object]]]:

@@ -88,7 +88,11 @@ class Tree:
 
     def encode(self) -> bytes:
         return canonical_json(
-            {"type": "tree", "v": OBJECT_VERSION, "entries": [[e.name, e.kind, e.ref, e.size, e.mode] for e in self.entries]}
+            {
+                "type": "tree",
+                "v": OBJECT_VERSION,
+                "entries": [[e.name, e.kind, e.ref, e.size, e.mode] for e in self.entries],
+            }
         )
 
     def get(self, name: str) -> TreeEntry | None:

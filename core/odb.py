@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, TypeVar
+from typing import TypeVar
 
 import zstandard
 
@@ -462,7 +462,9 @@ class PackWriter:
             self._publisher.submit(self._publish, pack.path, pack_id, index_bytes, pack.entries, created)
         )
 
-    def _publish(self, path: str, pack_id: str, index_bytes: bytes, entries: list[list[object]], created: float) -> None:
+    def _publish(
+        self, path: str, pack_id: str, index_bytes: bytes, entries: list[list[object]], created: float
+    ) -> None:
         store = self.odb.store
         try:
             store.put_file(pack_key(pack_id), path, CREATE)  # the store makes it durable (fsync) first

@@ -133,13 +133,23 @@ class Repository:
         )
 
     @classmethod
-    def init_store(cls, store: Store, *, compression: str = "none", compression_level: int = 1,
-                   pack_size: int | None = None, chunker: Any = None,
-                   default_branch: str = DEFAULT_BRANCH) -> Repository:
+    def init_store(
+        cls,
+        store: Store,
+        *,
+        compression: str = "none",
+        compression_level: int = 1,
+        pack_size: int | None = None,
+        chunker: Any = None,
+        default_branch: str = DEFAULT_BRANCH,
+    ) -> Repository:
         """Create a repository on an already opened store (e.g. one wrapped for fault injection)."""
         check_ref_name(default_branch)
-        kwargs: dict[str, Any] = {"compression": compression, "compression_level": compression_level,
-                                  "extra": {"default_branch": default_branch}}
+        kwargs: dict[str, Any] = {
+            "compression": compression,
+            "compression_level": compression_level,
+            "extra": {"default_branch": default_branch},
+        }
         if pack_size is not None:
             kwargs["pack_size"] = pack_size
         if chunker is not None:
@@ -151,7 +161,7 @@ class Repository:
             raise RepositoryExistsError(f"a repository already exists at {store.url}", url=store.url) from None
         repo = cls(store, config)
         with repo.odb.writer() as w:
-            tree = w.add_object(EMPTY_TREE)
+            w.add_object(EMPTY_TREE)  # the root commit's tree
             first = w.add_object(ROOT_COMMIT)
         repo.refs.swap(BRANCHES, default_branch, first, None)
         log.info("initialised repository %s", store.url)
@@ -358,14 +368,23 @@ class Repository:
             tree = builder.build(src, frozenset(p for files, _ in sources.values() for p in files))
             if sources:
                 tree = self._snapshot_tables(writer, tree, branch, sources)
-            result = self._commit(branch, writer, tree=tree, message=message, meta=meta, allow_empty=allow_empty,
-                                  create_from=self.default_branch)
+            result = self._commit(
+                branch,
+                writer,
+                tree=tree,
+                message=message,
+                meta=meta,
+                allow_empty=allow_empty,
+                create_from=self.default_branch,
+            )
         cache.save(builder.new_cache, started)
         stats = builder.stats.to_json() | {"packs_written": writer.packs_written, "bytes_stored": writer.bytes_written}
         return CommitResult(result.commit, branch, result.created, result.parent, time.perf_counter() - t0, stats)
 
     @staticmethod
-    def _table_sources(src: str, tables: Mapping[str, tuple[str, Sequence[str]]]) -> dict[str, tuple[list[str], list[str]]]:
+    def _table_sources(
+        src: str, tables: Mapping[str, tuple[str, Sequence[str]]]
+    ) -> dict[str, tuple[list[str], list[str]]]:
         import glob
 
         out = {}
@@ -380,8 +399,9 @@ class Repository:
             out["/".join(split_path(name))] = (files, list(key))
         return out
 
-    def _snapshot_tables(self, writer: PackWriter, tree: str, branch: str,
-                         sources: Mapping[str, tuple[list[str], list[str]]]) -> str:
+    def _snapshot_tables(
+        self, writer: PackWriter, tree: str, branch: str, sources: Mapping[str, tuple[list[str], list[str]]]
+    ) -> str:
         """Store each declared table (overwriting its previous version, sharing unchanged fragments)."""
         from .tables.engine import write_rows
 
@@ -393,8 +413,9 @@ class Repository:
             table = new if new is not None else existing
             assert table is not None
             tid = writer.add_object(table)
-            entries[name] = TreeEntry(name.rsplit("/", 1)[-1], TABLE, tid, sum(f.size for f in table.fragments),
-                                      MODE_FILE)
+            entries[name] = TreeEntry(
+                name.rsplit("/", 1)[-1], TABLE, tid, sum(f.size for f in table.fragments), MODE_FILE
+            )
         writer.flush()  # the new root tree must be readable to apply the table entries to it
         return apply_changes(self.odb, writer, tree, entries)
 
@@ -434,10 +455,12 @@ class Repository:
                         raise UsageError(f"cannot read {value}: {exc.strerror}", path=str(value)) from None
                 fid = store_bytes(writer, data, self.config.chunker, stats)
                 entries[norm] = TreeEntry(parts[-1], FILE, fid, len(data), MODE_FILE)
-            result = self._commit(branch, writer, changes=entries, base=base, message=message, meta=meta,
-                                  create_from=self.default_branch)
-        return CommitResult(result.commit, branch, result.created, result.parent, time.perf_counter() - t0,
-                            stats.to_json())
+            result = self._commit(
+                branch, writer, changes=entries, base=base, message=message, meta=meta, create_from=self.default_branch
+            )
+        return CommitResult(
+            result.commit, branch, result.created, result.parent, time.perf_counter() - t0, stats.to_json()
+        )
 
     def _commit(
         self,
@@ -498,9 +521,7 @@ class Repository:
             except RefConflictError:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 1.5, 0.05)
-        raise RefConflictError(
-            f"branch {branch!r} kept moving; gave up after {MAX_ATTEMPTS} attempts", ref=branch
-        )
+        raise RefConflictError(f"branch {branch!r} kept moving; gave up after {MAX_ATTEMPTS} attempts", ref=branch)
 
     # -- tables ----------------------------------------------------------------------------------------------
     def _table_io(self) -> Any:
@@ -566,15 +587,28 @@ class Repository:
                 info.setdefault("dacflow.tables", {name: {"mode": mode, **counts}})
                 msg = message or f"{mode} {name}: +{stats.inserted} ~{stats.updated} -{stats.deleted}"
                 try:
-                    result = self._commit(branch, writer, changes={name: entry}, base=head, message=msg, meta=info,
-                                          create_from=self.default_branch)
+                    result = self._commit(
+                        branch,
+                        writer,
+                        changes={name: entry},
+                        base=head,
+                        message=msg,
+                        meta=info,
+                        create_from=self.default_branch,
+                    )
                 except RefConflictError as exc:
                     if name in (exc.data.get("paths") or []):
                         log.info("table %s changed under this write; writing again on the new head", name)
                         continue
                     raise
-            return CommitResult(result.commit, branch, result.created, result.parent, time.perf_counter() - t0,
-                                stats.to_json() | {"rows": new.rows})
+            return CommitResult(
+                result.commit,
+                branch,
+                result.created,
+                result.parent,
+                time.perf_counter() - t0,
+                stats.to_json() | {"rows": new.rows},
+            )
         raise RefConflictError(f"table {name!r} on {branch!r} kept changing; gave up", ref=branch)
 
     def read_table(self, ref: str, name: str, columns: Sequence[str] | None = None) -> Any:
@@ -608,16 +642,25 @@ class Repository:
 
         return training_delta(self, table, since, head or self.default_branch)
 
-    def merge(self, source: str, into: str | None = None, policy: Any = "fail", *, quarantine: str | None = None,
-              message: str = "", meta: Mapping[str, Any] | None = None) -> Any:
+    def merge(
+        self,
+        source: str,
+        into: str | None = None,
+        policy: Any = "fail",
+        *,
+        quarantine: str | None = None,
+        message: str = "",
+        meta: Mapping[str, Any] | None = None,
+    ) -> Any:
         """Three-way merge of snapshot `source` into branch `into`; returns a `MergeResult` (see `dacflow.merge`).
 
         Policies: "fail" (conflicts raise `MergeConflictError`, nothing written), "ours", "theirs",
         "latest:<column>", {column: policy, "*": default}, or a callable given each conflict."""
         from .merge import merge
 
-        return merge(self, source, into or self.default_branch, policy, quarantine=quarantine, message=message,
-                     meta=meta)
+        return merge(
+            self, source, into or self.default_branch, policy, quarantine=quarantine, message=message, meta=meta
+        )
 
     # -- reading ---------------------------------------------------------------------------------------------
     def checkout(
@@ -689,12 +732,16 @@ class Branch:
             raise RefNotFoundError(f"no branch {self.name!r}", ref=self.name)
         return commit
 
-    def snapshot(self, src: str, message: str = "", meta: Mapping[str, Any] | None = None, **kwargs: Any) -> CommitResult:
+    def snapshot(
+        self, src: str, message: str = "", meta: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> CommitResult:
         """Snapshot a directory onto this branch (see `Repository.snapshot`)."""
         return self.repo.snapshot(src, self.name, message, meta, **kwargs)
 
     def commit_files(
-        self, changes: Mapping[str, bytes | str | os.PathLike[str] | None], message: str = "",
+        self,
+        changes: Mapping[str, bytes | str | os.PathLike[str] | None],
+        message: str = "",
         meta: Mapping[str, Any] | None = None,
     ) -> CommitResult:
         """Set or delete paths on this branch (see `Repository.commit_changes`)."""
@@ -703,8 +750,9 @@ class Branch:
     def log(self, limit: int | None = None) -> Iterator[tuple[str, Commit]]:
         return self.repo.log(self.name, limit)
 
-    def write_table(self, name: str, data: Any, key: Sequence[str] | None = None, mode: str = "upsert",
-                    **kwargs: Any) -> str:
+    def write_table(
+        self, name: str, data: Any, key: Sequence[str] | None = None, mode: str = "upsert", **kwargs: Any
+    ) -> str:
         """Write rows to a table on this branch; return the commit id the branch now points at."""
         return self.repo.write_table(self.name, name, data, key, mode, **kwargs).commit
 

@@ -58,17 +58,32 @@ def training_delta(repo: Repository, table: str, since: str | None, head: str = 
     try:
         since_id = repo.resolve(since)
     except RefNotFoundError:
-        raise RefNotFoundError(f"the model was trained on {since}, which this repository does not have; "
-                               "pull it first or retrain from scratch", ref=since) from None
+        raise RefNotFoundError(
+            f"the model was trained on {since}, which this repository does not have; "
+            "pull it first or retrain from scratch",
+            ref=since,
+        ) from None
     delta = repo.diff(since_id, data_commit, table=table)
     return TrainingDelta(table, since_id, data_commit, delta.changed_rows(), delta.deleted_keys, delta.counts)
 
 
-def commit_model(repo: Repository, branch: str, files: Mapping[str, bytes | str], delta: TrainingDelta, *,
-                 message: str = "", meta: Mapping[str, Any] | None = None) -> CommitResult:
+def commit_model(
+    repo: Repository,
+    branch: str,
+    files: Mapping[str, bytes | str],
+    delta: TrainingDelta,
+    *,
+    message: str = "",
+    meta: Mapping[str, Any] | None = None,
+) -> CommitResult:
     """Commit model files on `branch`, recording the data commit and rows the model was trained on."""
     info = dict(meta or {})
-    info[TRAINED_ON] = {"commit": delta.data_commit, "table": delta.table, "since": delta.since,
-                        "rows": len(delta.rows), **{f"rows_{k}": v for k, v in delta.counts.items()}}
+    info[TRAINED_ON] = {
+        "commit": delta.data_commit,
+        "table": delta.table,
+        "since": delta.since,
+        "rows": len(delta.rows),
+        **{f"rows_{k}": v for k, v in delta.counts.items()},
+    }
     msg = message or f"model trained on {delta.table}@{delta.data_commit[:12]} (+{len(delta.rows)} rows)"
     return repo.commit_changes(branch, dict(files), msg, info)

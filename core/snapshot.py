@@ -13,8 +13,8 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
@@ -79,7 +79,10 @@ class SnapshotStats:
 
 
 def store_chunks(
-    writer: PackWriter, chunks: object, stats: SnapshotStats | None = None, on_bytes: Callable[[int], None] | None = None
+    writer: PackWriter,
+    chunks: object,
+    stats: SnapshotStats | None = None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> FileObject:
     """Hash and store a sequence of chunk buffers; return the file object that lists them."""
     refs: list[ChunkRef] = []

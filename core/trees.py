@@ -109,7 +109,9 @@ def _tree(odb: ObjectDatabase, tree_id: str | None) -> Tree:
     return EMPTY_TREE if tree_id is None else odb.get_tree(tree_id)
 
 
-def _diff(odb: ObjectDatabase, old: str | None, new: str | None, prefix: str, out: TreeDiff, content: bool, depth: int) -> None:
+def _diff(
+    odb: ObjectDatabase, old: str | None, new: str | None, prefix: str, out: TreeDiff, content: bool, depth: int
+) -> None:
     if old == new:
         return
     if depth > MAX_TREE_DEPTH:
@@ -201,7 +203,9 @@ def apply_changes(
     return tree_id if tree_id is not None else writer.add_object(EMPTY_TREE)
 
 
-def _apply(odb: ObjectDatabase, writer: PackWriter, tree_id: str | None, edits: dict[str, object]) -> tuple[str | None, int]:
+def _apply(
+    odb: ObjectDatabase, writer: PackWriter, tree_id: str | None, edits: dict[str, object]
+) -> tuple[str | None, int]:
     tree = _tree(odb, tree_id)
     entries = {e.name: e for e in tree}
     for name, edit in edits.items():

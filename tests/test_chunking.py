@@ -195,8 +195,23 @@ def test_content_defined_dedup_across_files(tmp_path: Path, rng: random.Random) 
 
 # -- names: path elements ------------------------------------------------------------------------------------
 VALID_NAMES = [
-    "a", "a.txt", "...", ".hidden", "..x", "x..", "-", "~", "a b", "caf\u00e9", "cafe\u0301", "日本",
-    "\U0001f600", "a" * MAX_NAME_BYTES, "é" * (MAX_NAME_BYTES // 2), ".dacflowx", "dacflow",
+    "a",
+    "a.txt",
+    "...",
+    ".hidden",
+    "..x",
+    "x..",
+    "-",
+    "~",
+    "a b",
+    "caf\u00e9",
+    "cafe\u0301",
+    "日本",
+    "\U0001f600",
+    "a" * MAX_NAME_BYTES,
+    "é" * (MAX_NAME_BYTES // 2),
+    ".dacflowx",
+    "dacflow",
 ]
 
 
@@ -309,11 +324,34 @@ def test_split_path() -> None:
 
 
 # -- names: refs ---------------------------------------------------------------------------------------------
-VALID_REFS = ["main", "feature/x", "v1.0", "release-2024_01", "a/b/c", "_private", "0", "x.lock.y",
-              "A" * MAX_REF_BYTES]
+VALID_REFS = ["main", "feature/x", "v1.0", "release-2024_01", "a/b/c", "_private", "0", "x.lock.y", "A" * MAX_REF_BYTES]
 INVALID_REFS = [
-    "", ".hidden", "a/.b", "a..b", "a//b", "a/", "/a", "a.", "a.lock", "-x", "a b", "a\x00", "a~1", "a^",
-    "a:b", "a?", "a*", "a[", "a\\b", "@", "é", "A" * (MAX_REF_BYTES + 1), "a/b/", "x\n", "main\n", "a\tb",
+    "",
+    ".hidden",
+    "a/.b",
+    "a..b",
+    "a//b",
+    "a/",
+    "/a",
+    "a.",
+    "a.lock",
+    "-x",
+    "a b",
+    "a\x00",
+    "a~1",
+    "a^",
+    "a:b",
+    "a?",
+    "a*",
+    "a[",
+    "a\\b",
+    "@",
+    "é",
+    "A" * (MAX_REF_BYTES + 1),
+    "a/b/",
+    "x\n",
+    "main\n",
+    "a\tb",
 ]
 
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import read_tree, write_tree
 from dacflow.cli.main import main
 
@@ -50,7 +49,10 @@ def test_walk_through(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert js(capsys, repo, "show", "main:img/p.bin")["size"] == 400_000
     out = tmp_path / "out"
     co = js(capsys, repo, "checkout", "main~1", str(out))
-    assert co["commit"] == s1["commit"] and read_tree(out) == {"a.csv": b"x,y\n1,2\n", "img/p.bin": (data / "img/p.bin").read_bytes()}
+    assert co["commit"] == s1["commit"] and read_tree(out) == {
+        "a.csv": b"x,y\n1,2\n",
+        "img/p.bin": (data / "img/p.bin").read_bytes(),
+    }
     st = js(capsys, repo, "status", str(out), "-b", "main")
     assert not st["clean"] and st["modified"] == 1
     assert js(capsys, repo, "check", "--read-data")["ok"]
@@ -65,7 +67,9 @@ def test_walk_through(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert code == 0 and out_text == "x,y\n1,2\n3,4\n"
 
 
-def test_human_output_and_env_repo(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_human_output_and_env_repo(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo = tmp_path / "repo"
     monkeypatch.setenv("DACFLOW_REPO", str(repo))
     data = write_tree(tmp_path / "d", {"f": b"1"})
@@ -96,8 +100,9 @@ ERRORS = [
 
 
 @pytest.mark.parametrize(("argv", "message", "code"), ERRORS)
-def test_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], message: str,
-                               code: int) -> None:
+def test_bad_input_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], message: str, code: int
+) -> None:
     repo = tmp_path / "repo"
     run(capsys, "--repo", str(repo), "init")
     (tmp_path / "afile").write_bytes(b"x")
@@ -122,8 +127,12 @@ def test_check_exit_code_on_problems(capsys: pytest.CaptureFixture[str], tmp_pat
 
 def test_real_process_errors_have_no_traceback(tmp_path: Path) -> None:
     """The installed entry point, in a real process: one line on stderr and a non-zero exit."""
-    proc = subprocess.run([sys.executable, "-m", "dacflow", "--repo", str(tmp_path / "nope"), "log"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dacflow", "--repo", str(tmp_path / "nope"), "log"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 3
     assert proc.stderr.strip().startswith("dacflow: error: no dacflow repository") and "Traceback" not in proc.stderr
     ok = subprocess.run([sys.executable, "-m", "dacflow", "--version"], capture_output=True, text=True, timeout=60)

@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-
 from test_cli import js, run
 
 
@@ -29,9 +28,26 @@ def test_table_verbs_and_merge(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert js(capsys, repo, "table", "list")["tables"] == {"vitals": 3}
     js(capsys, repo, "branch", "eu")
     js(capsys, repo, "branch", "na")
-    js(capsys, repo, "table", "write", "vitals", parquet(tmp_path / "eu.parquet", pid=["a", "d"], ts=[1, 1], hr=[61, 90]),
-       "-b", "eu")
-    js(capsys, repo, "table", "write", "vitals", parquet(tmp_path / "na.parquet", pid=["a"], ts=[1], hr=[62]), "-b", "na")
+    js(
+        capsys,
+        repo,
+        "table",
+        "write",
+        "vitals",
+        parquet(tmp_path / "eu.parquet", pid=["a", "d"], ts=[1, 1], hr=[61, 90]),
+        "-b",
+        "eu",
+    )
+    js(
+        capsys,
+        repo,
+        "table",
+        "write",
+        "vitals",
+        parquet(tmp_path / "na.parquet", pid=["a"], ts=[1], hr=[62]),
+        "-b",
+        "na",
+    )
     d = js(capsys, repo, "diff", "main", "eu", "--table", "vitals", "--export", str(tmp_path / "delta"))
     assert (d["inserted"], d["updated"], d["deleted"]) == (1, 1, 0)
     assert pq.read_table(d["exported"]["inserted"]).to_pylist() == [{"pid": "d", "ts": 1, "hr": 90}]
@@ -47,8 +63,9 @@ def test_table_verbs_and_merge(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert out.read_text().splitlines()[0] == '"pid","ts","hr"'
 
 
-def test_snapshot_declares_tables_and_checkout_writes_a_dataset(capsys: pytest.CaptureFixture[str],
-                                                                tmp_path: Path) -> None:
+def test_snapshot_declares_tables_and_checkout_writes_a_dataset(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     repo = tmp_path / "repo"
     js(capsys, repo, "init")
     src = tmp_path / "src"
@@ -64,24 +81,31 @@ def test_snapshot_declares_tables_and_checkout_writes_a_dataset(capsys: pytest.C
     co = tmp_path / "co"
     js(capsys, repo, "checkout", "main", str(co))
     table = ds.dataset(co / "vitals", format="parquet").to_table().sort_by("pid")
-    assert table.to_pylist() == [{"pid": "a", "ts": 1, "hr": 60}, {"pid": "b", "ts": 1, "hr": 70},
-                                 {"pid": "c", "ts": 2, "hr": 80}]
+    assert table.to_pylist() == [
+        {"pid": "a", "ts": 1, "hr": 60},
+        {"pid": "b", "ts": 1, "hr": 70},
+        {"pid": "c", "ts": 2, "hr": 80},
+    ]
     assert json.loads((co / "vitals" / "_dacflow_table.json").read_text())["key"] == ["pid", "ts"]
     code, _, err = run(capsys, "--repo", str(repo), "snapshot", str(src), "--table", "v=none/*.csv:pid")
     assert code == 2 and "no file" in err
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["table", "write", "t", "{tmp}/missing.parquet", "--key", "k"], "no such file"),
-    (["table", "write", "t", "{tmp}/notes.txt", "--key", "k"], "not a table file"),
-    (["table", "write", "t", "{tmp}/ok.parquet"], "needs a primary key"),
-    (["table", "write", "t", "{tmp}/ok.parquet", "--key", "nope"], "key column(s) nope not in the data"),
-    (["table", "read", "main", "ghost"], "no table 'ghost'"),
-    (["merge", "main", "--policy", "sometimes"], "unknown merge policy"),
-    (["diff", "main", "main", "--export", "{tmp}/x"], "--export needs --table"),
-])
-def test_table_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str],
-                                   message: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["table", "write", "t", "{tmp}/missing.parquet", "--key", "k"], "no such file"),
+        (["table", "write", "t", "{tmp}/notes.txt", "--key", "k"], "not a table file"),
+        (["table", "write", "t", "{tmp}/ok.parquet"], "needs a primary key"),
+        (["table", "write", "t", "{tmp}/ok.parquet", "--key", "nope"], "key column(s) nope not in the data"),
+        (["table", "read", "main", "ghost"], "no table 'ghost'"),
+        (["merge", "main", "--policy", "sometimes"], "unknown merge policy"),
+        (["diff", "main", "main", "--export", "{tmp}/x"], "--export needs --table"),
+    ],
+)
+def test_table_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], message: str
+) -> None:
     repo = tmp_path / "repo"
     js(capsys, repo, "init")
     (tmp_path / "notes.txt").write_text("x")

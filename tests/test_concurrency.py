@@ -23,18 +23,20 @@ from dacflow import RefConflictError, Repository
 BRANCH = "main"
 
 # The content every commit worker writes; exec-ed here and in the workers so both sides agree on the bytes.
-PAYLOAD_SRC = '''
+PAYLOAD_SRC = """
 import hashlib
 def payload(i, j):
     head = f"process {i} commit {j}\\n".encode()
     body = hashlib.blake2b(head).digest() * (1 + (i * 37 + j * 11) % 97)
     return head + body
-'''
+"""
 _ns: dict[str, Any] = {}
 exec(PAYLOAD_SRC, _ns)
 payload: Callable[[int, int], bytes] = _ns["payload"]
 
-COMMIT_WORKER = PAYLOAD_SRC + r'''
+COMMIT_WORKER = (
+    PAYLOAD_SRC
+    + r"""
 import json, sys
 from dacflow import Repository
 repo_path, idx, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -46,9 +48,10 @@ for j in range(count):
     r = repo.commit_changes("main", {f"p{idx}/c{j}": payload(idx, j)}, f"p{idx} c{j}")
     out.append({"commit": r.commit, "created": r.created, "parent": r.parent})
 print(json.dumps(out), flush=True)
-'''
+"""
+)
 
-SNAPSHOT_WORKER = r'''
+SNAPSHOT_WORKER = r"""
 import json, sys
 from dacflow import Repository
 repo_path, dirs = sys.argv[1], sys.argv[2:]
@@ -60,7 +63,7 @@ for d in dirs:
     r = repo.snapshot(d, "main", f"snapshot of {d}")
     out.append({"dir": d, "commit": r.commit, "created": r.created, "parent": r.parent})
 print(json.dumps(out), flush=True)
-'''
+"""
 
 
 def run_together(tmp_path: Path, code: str, argvs: list[list[str]], timeout: float = 120.0) -> list[Any]:
@@ -73,7 +76,10 @@ def run_together(tmp_path: Path, code: str, argvs: list[list[str]], timeout: flo
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-c", code, *argv],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
             )
         )
     try:
@@ -229,9 +235,7 @@ def test_processes_snapshotting_different_directories_to_one_branch(tmp_path: Pa
 SEAMS = ["before_first_read", "before_swap"]
 
 
-def race(
-    repo: Repository, monkeypatch: pytest.MonkeyPatch, seam: str, other_write: Callable[[], None]
-) -> list[int]:
+def race(repo: Repository, monkeypatch: pytest.MonkeyPatch, seam: str, other_write: Callable[[], None]) -> list[int]:
     """Make `other_write` (through another Repository instance) happen once, at `seam` of repo's next write.
 
     before_first_read: after the writer read its base and stored its objects, before it first reads the head.

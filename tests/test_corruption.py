@@ -396,8 +396,12 @@ def test_file_object_lying_about_chunk_sizes_is_refused(tmp_path: Path) -> None:
     # Claims 3 chunks of 10 bytes (30 bytes in all), but each chunk is 1000 bytes.
     liar = plant(repo, FileObject(30, (ChunkRef(cid, 10),) * 3))
     honest = plant(repo, FileObject(1000, (ChunkRef(cid, 1000),)))
-    tree = plant(repo, Tree.of([TreeEntry("liar.bin", "file", liar, 30, 0o100644),
-                                TreeEntry("ok.bin", "file", honest, 1000, 0o100644)]))
+    tree = plant(
+        repo,
+        Tree.of(
+            [TreeEntry("liar.bin", "file", liar, 30, 0o100644), TreeEntry("ok.bin", "file", honest, 1000, 0o100644)]
+        ),
+    )
     head, token = repo.refs.read("branches", "main")
     commit = plant(repo, Commit(tree, (head,), "liar", "mallory", utc_now()))  # type: ignore[arg-type]
     repo.refs.swap("branches", "main", commit, token)

@@ -290,9 +290,7 @@ def test_kill_on_every_store_write_leaves_old_or_new_commit(small_scenario: Scen
     ("mode", "expected"),
     [("ref-lock-empty", "old"), ("ref-lock-before-replace", "old"), ("ref-lock-after-replace", "new")],
 )
-def test_kill_inside_the_ref_lock_does_not_block_the_branch(
-    small_scenario: Scenario, mode: str, expected: str
-) -> None:
+def test_kill_inside_the_ref_lock_does_not_block_the_branch(small_scenario: Scenario, mode: str, expected: str) -> None:
     path, old = small_scenario.fresh_repo()
     run = run_child(small_scenario.tmp_path, small_scenario.cfg(path, mode))
     assert run.rc == KILLED

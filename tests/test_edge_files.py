@@ -144,8 +144,14 @@ def test_unicode_names_roundtrip_exactly(repo: Repository, tmp_path: Path) -> No
 # -- modes ---------------------------------------------------------------------------------------------------
 def test_executable_bit_preserved(repo: Repository, tmp_path: Path) -> None:
     src = tmp_path / "src"
-    modes = {"run.sh": 0o755, "owner-only-exec": 0o700, "plain.txt": 0o644, "private.txt": 0o600,
-             "group-exec": 0o654, "bin/tool": 0o775}
+    modes = {
+        "run.sh": 0o755,
+        "owner-only-exec": 0o700,
+        "plain.txt": 0o644,
+        "private.txt": 0o600,
+        "group-exec": 0o654,
+        "bin/tool": 0o775,
+    }
     write_tree(src, {name: f"#!/bin/sh\necho {name}\n".encode() for name in modes})
     for name, mode in modes.items():
         (src / name).chmod(mode)
@@ -171,8 +177,7 @@ def test_deep_nesting_roundtrips_up_to_the_limit(repo: Repository, tmp_path: Pat
     src = tmp_path / "src"
     deepest = "/".join(["d"] * MAX_TREE_DEPTH)  # MAX_TREE_DEPTH directories below the root
     mid = "/".join(["d"] * 100)
-    files = {f"{deepest}/leaf.txt": b"at the bottom\n", f"{mid}/middle.txt": b"in the middle\n",
-             "top.txt": b"t\n"}
+    files = {f"{deepest}/leaf.txt": b"at the bottom\n", f"{mid}/middle.txt": b"in the middle\n", "top.txt": b"t\n"}
     write_tree(src, files)
     roundtrip(repo, src, tmp_path / "dest")
     assert read_tree(tmp_path / "dest") == files

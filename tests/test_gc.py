@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import write_tree
 from dacflow import Repository, RepositoryLockedError
 from dacflow.gc import reachable_objects
@@ -66,7 +65,10 @@ def test_dry_run_deletes_nothing(repo: Repository, tmp_path: Path) -> None:
 
 
 def test_gc_and_writers_exclude_each_other(repo: Repository, tmp_path: Path) -> None:
-    with RepoLock(repo.store, exclusive=False, purpose="snapshot"), pytest.raises(RepositoryLockedError, match="snapshot"):
+    with (
+        RepoLock(repo.store, exclusive=False, purpose="snapshot"),
+        pytest.raises(RepositoryLockedError, match="snapshot"),
+    ):
         repo.gc(grace_hours=0)
     with RepoLock(repo.store, exclusive=True, purpose="gc"), pytest.raises(RepositoryLockedError, match="gc"):
         repo.snapshot(str(write_tree(tmp_path / "d", {"x": b"1"})), "main")

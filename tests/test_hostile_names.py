@@ -223,9 +223,7 @@ def nfc_nfd() -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("case", ["nfc-nfd-twins", "duplicate", "duplicate-dir-and-file", "unsorted"])
-def test_tree_with_clashing_or_unsorted_names_is_refused(
-    repo: Repository, arena: tuple[Path, Path], case: str
-) -> None:
+def test_tree_with_clashing_or_unsorted_names_is_refused(repo: Repository, arena: tuple[Path, Path], case: str) -> None:
     sentinel, dest = arena
     nfc, nfd = nfc_nfd()
     sub = plant_tree(repo, [file_entry(repo, "inner")])
@@ -262,9 +260,7 @@ def test_kind_confusion_is_refused(repo: Repository, arena: tuple[Path, Path]) -
 
 
 @pytest.mark.parametrize("suffix", ["\n", " ", "0"])
-def test_malformed_object_id_in_a_tree_is_corrupt(
-    repo: Repository, arena: tuple[Path, Path], suffix: str
-) -> None:
+def test_malformed_object_id_in_a_tree_is_corrupt(repo: Repository, arena: tuple[Path, Path], suffix: str) -> None:
     """An entry ref that is not exactly 64 hex digits makes the tree corrupt (not a 'missing' object)."""
     sentinel, dest = arena
     fid = plant_file(repo, PAYLOAD)
@@ -280,9 +276,7 @@ def test_malformed_object_id_in_a_tree_is_corrupt(
 
 
 @pytest.mark.parametrize("target", ["", "a\x00b"])
-def test_link_with_impossible_target_is_refused(
-    repo: Repository, arena: tuple[Path, Path], target: str
-) -> None:
+def test_link_with_impossible_target_is_refused(repo: Repository, arena: tuple[Path, Path], target: str) -> None:
     sentinel, dest = arena
     point_main_at(repo, plant_tree(repo, [["l", "link", target, len(target), MODE_LINK]]))
     before = snapshot_fs(sentinel, skip=dest)
@@ -292,9 +286,7 @@ def test_link_with_impossible_target_is_refused(
 
 
 @pytest.mark.parametrize("depth", [257, 1500])
-def test_tree_nested_too_deep_is_refused_not_a_crash(
-    repo: Repository, arena: tuple[Path, Path], depth: int
-) -> None:
+def test_tree_nested_too_deep_is_refused_not_a_crash(repo: Repository, arena: tuple[Path, Path], depth: int) -> None:
     """A chain of trees deeper than snapshot allows raises UnsafePathError (not RecursionError)."""
     sentinel, dest = arena
     tree = plant_tree(repo, [file_entry(repo, "bottom.txt")])
@@ -458,11 +450,16 @@ def test_meta_dir_is_skipped_at_the_root_and_refused_below(repo: Repository, tmp
 
 def test_well_formed_planted_tree_checks_out(repo: Repository, tmp_path: Path) -> None:
     """Control: the planting helpers make trees that work when they are well formed."""
-    tree = plant_tree(repo, utf8_sorted([
-        file_entry(repo, "ok.txt", BENIGN),
-        ["run.sh", "file", plant_file(repo, b"#!/bin/sh\n"), 10, MODE_EXEC],
-        ["l", "link", "ok.txt", 6, MODE_LINK],
-    ]))
+    tree = plant_tree(
+        repo,
+        utf8_sorted(
+            [
+                file_entry(repo, "ok.txt", BENIGN),
+                ["run.sh", "file", plant_file(repo, b"#!/bin/sh\n"), 10, MODE_EXEC],
+                ["l", "link", "ok.txt", 6, MODE_LINK],
+            ]
+        ),
+    )
     point_main_at(repo, tree)
     dest = tmp_path / "dest"
     repo.checkout("main", str(dest))

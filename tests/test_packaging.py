@@ -10,7 +10,6 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 HEAVY = ["boto3", "botocore", "google", "azure", "airflow", "flytekit", "pyarrow", "pandas", "polars", "moto"]

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import read_tree, write_tree
 from dacflow import (
     InvalidRefNameError,
@@ -63,7 +62,9 @@ def test_snapshot_checkout_round_trip(repo: Repository, tmp_path: Path) -> None:
     (src / "empty").mkdir()
     os.symlink("a.txt", src / "link")
     result = repo.snapshot(str(src), "main", "first", {"k": "v"})
-    assert result.created and result.stats["files"] == 4 and result.stats["bytes_total"] == sum(map(len, files.values()))
+    assert (
+        result.created and result.stats["files"] == 4 and result.stats["bytes_total"] == sum(map(len, files.values()))
+    )
     commit = repo.get_commit("main")
     assert commit.message == "first" and commit.meta == {"k": "v"} and commit.author == "tester"
     out = tmp_path / "out"
@@ -222,7 +223,10 @@ def test_status_sees_changes_without_storing(repo: Repository, tmp_path: Path) -
     (out / "c").write_bytes(b"3")
     _, d = repo.status(str(out))
     assert (sorted(c.path for c in d.modified), sorted(c.path for c in d.removed), sorted(c.path for c in d.added)) == (
-        ["a"], ["b"], ["c"])
+        ["a"],
+        ["b"],
+        ["c"],
+    )
     assert sorted(p.name for p in (Path(repo.store.root) / "index").iterdir()) == packs_before  # type: ignore[attr-defined]
 
 
@@ -245,7 +249,9 @@ def test_commit_changes_sets_and_deletes_paths(repo: Repository, tmp_path: Path)
     local = tmp_path / "f"
     local.write_bytes(b"from disk")
     repo.commit_changes("main", {"a/b.txt": None, "d": str(local)}, "edit")
-    tree = {p: e for p, e in __import__("dacflow.trees", fromlist=["walk"]).walk(repo.odb, repo.get_commit("main").tree)}
+    tree = {
+        p: e for p, e in __import__("dacflow.trees", fromlist=["walk"]).walk(repo.odb, repo.get_commit("main").tree)
+    }
     assert sorted(tree) == ["c", "d"] and repo.read_file("main", "d") == b"from disk"
     again = repo.commit_changes("main", {"c": b"see"}, "no-op")
     assert not again.created

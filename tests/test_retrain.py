@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pyarrow as pa
-
 from dacflow import Repository
 from dacflow.retrain import commit_model, last_trained_on, training_delta
 

@@ -219,9 +219,7 @@ def test_s3_secret_key_stays_secret(
     _assert_secret_absent(canary, errors, debug_logs)
 
 
-def test_gcs_token_stays_secret(
-    fake_gcs_server: Emulator, gcs_env: str, debug_logs: pytest.LogCaptureFixture
-) -> None:
+def test_gcs_token_stays_secret(fake_gcs_server: Emulator, gcs_env: str, debug_logs: pytest.LogCaptureFixture) -> None:
     canary = "ya29.Canary" + base64.b32encode(os.urandom(10)).decode()
     good = open_store(f"gs://{gcs_env}/p", create=True, token=canary, project="test")
     good.put("k", b"v")
@@ -401,9 +399,7 @@ _FLAKY = {
 
 
 @pytest.mark.parametrize("cloud", sorted(_FLAKY))
-def test_retried_conditional_write_is_decided_by_reading_back(
-    cloud: str, request: pytest.FixtureRequest
-) -> None:
+def test_retried_conditional_write_is_decided_by_reading_back(cloud: str, request: pytest.FixtureRequest) -> None:
     """The SDK retries a conditional write whose response was lost. The retry's 412 is the answer to our own
     first attempt: the store must read back, see its bytes and succeed; a real loss must still be a loss."""
     bucket = request.getfixturevalue(CLOUDS[cloud])

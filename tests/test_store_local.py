@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from dacflow.errors import PreconditionFailedError, StoreError
 from dacflow.stores import open_store
 from dacflow.stores.base import CREATE, PutMode

@@ -100,8 +100,9 @@ class DropProxy:
 
 
 @pytest.mark.parametrize("drops", [1, 1000])
-def test_connection_cut_mid_upload_leaves_nothing_partial(moto_server: Emulator, s3_env: str, tmp_path: Path,
-                                                         drops: int) -> None:
+def test_connection_cut_mid_upload_leaves_nothing_partial(
+    moto_server: Emulator, s3_env: str, tmp_path: Path, drops: int
+) -> None:
     """A pack upload cut after 1 MiB: retried to success (one cut), or a typed error (every attempt cut) —
     either way no partial object is visible and no multipart upload is left behind."""
     import boto3

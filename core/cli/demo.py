@@ -78,8 +78,11 @@ def demo(ctx: Ctx, directory: str | None, rows: int, seed: int) -> None:
             r = repo_holder["r"].snapshot(data, "main", message)
             s = r.stats
             verb = "commit" if r.created else "unchanged, no commit"
-            return (f"{verb} {r.commit[:12]}: {s['files_hashed']} files hashed, {s['files_cached']} from cache",
-                    s["bytes_new"])
+            return (
+                f"{verb} {r.commit[:12]}: {s['files_hashed']} files hashed, {s['files_cached']} from cache",
+                s["bytes_new"],
+            )
+
         return run
 
     def change() -> tuple[str, int]:
@@ -97,8 +100,10 @@ def demo(ctx: Ctx, directory: str | None, rows: int, seed: int) -> None:
 
     def diff() -> tuple[str, int]:
         d = repo_holder["r"].diff("main~1", "main")
-        return (f"{len(d.added)} added, {len(d.removed)} removed, {len(d.modified)} modified; "
-                f"{human_bytes(d.bytes_changed)} of new content"), 0
+        return (
+            f"{len(d.added)} added, {len(d.removed)} removed, {len(d.modified)} modified; "
+            f"{human_bytes(d.bytes_changed)} of new content"
+        ), 0
 
     def checkout() -> tuple[str, int]:
         commit, stats = repo_holder["r"].checkout("main~1", out_dir, force=True)
@@ -106,7 +111,9 @@ def demo(ctx: Ctx, directory: str | None, rows: int, seed: int) -> None:
 
     def check() -> tuple[str, int]:
         report = repo_holder["r"].check(read_data=True)
-        return ("ok" if report.ok else f"{len(report.problems)} problems") + f", {human_bytes(report.bytes_read)} re-hashed", 0
+        return (
+            "ok" if report.ok else f"{len(report.problems)} problems"
+        ) + f", {human_bytes(report.bytes_read)} re-hashed", 0
 
     step("init", init)
     step("generate", generate)

@@ -61,8 +61,12 @@ def progress_bar(ctx: Ctx, label: str, unit_bytes: bool = True) -> Iterator[Call
     if ctx.json or not err.is_terminal:
         yield None
         return
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
-               TimeRemainingColumn()]
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=err, transient=True) as bar:
         tasks: dict[str, Any] = {}
 
@@ -124,9 +128,14 @@ def cli(click_ctx: click.Context, repo: str | None, as_json: bool, verbose: int,
 
 @cli.command()
 @click.argument("location", required=False, metavar="[PATH|URL]")
-@click.option("--compression", type=click.Choice(["none", "zstd"]), default="none", show_default=True,
-              help="Store data chunks zstd-compressed (saves space and transfer for text, costs CPU: "
-              "see docs/benchmarks.md); metadata is always compressed.")
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "zstd"]),
+    default="none",
+    show_default=True,
+    help="Store data chunks zstd-compressed (saves space and transfer for text, costs CPU: "
+    "see docs/benchmarks.md); metadata is always compressed.",
+)
 @click.option("--default-branch", default="main", show_default=True)
 @pass_ctx
 def init(ctx: Ctx, location: str | None, compression: str, default_branch: str) -> None:
@@ -149,16 +158,37 @@ def init(ctx: Ctx, location: str | None, compression: str, default_branch: str) 
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata to record on the commit (repeatable).")
 @click.option("--no-cache", is_flag=True, help="Hash every file even if its stat is unchanged.")
 @click.option("--allow-empty", is_flag=True, help="Commit even if nothing changed.")
-@click.option("--table", "tables", multiple=True, metavar="NAME=GLOB:KEY1,KEY2",
-              help="Store the Parquet/CSV files matching GLOB as table NAME with that key (repeatable).")
+@click.option(
+    "--table",
+    "tables",
+    multiple=True,
+    metavar="NAME=GLOB:KEY1,KEY2",
+    help="Store the Parquet/CSV files matching GLOB as table NAME with that key (repeatable).",
+)
 @pass_ctx
-def snapshot(ctx: Ctx, directory: str, branch: str | None, message: str, meta: tuple[str, ...], no_cache: bool,
-             allow_empty: bool, tables: tuple[str, ...]) -> None:
+def snapshot(
+    ctx: Ctx,
+    directory: str,
+    branch: str | None,
+    message: str,
+    meta: tuple[str, ...],
+    no_cache: bool,
+    allow_empty: bool,
+    tables: tuple[str, ...],
+) -> None:
     """Store DIRECTORY as a new commit on a branch (only new chunks are written)."""
     repo = ctx.open()
     with progress_bar(ctx, "snapshot") as progress:
-        result = repo.snapshot(directory, branch, message, parse_meta(meta), progress=progress,
-                               use_cache=not no_cache, allow_empty=allow_empty, tables=parse_tables(tables))
+        result = repo.snapshot(
+            directory,
+            branch,
+            message,
+            parse_meta(meta),
+            progress=progress,
+            use_cache=not no_cache,
+            allow_empty=allow_empty,
+            tables=parse_tables(tables),
+        )
     s = result.stats
 
     def human() -> None:
@@ -182,9 +212,21 @@ def log_cmd(ctx: Ctx, ref: str | None, limit: int | None) -> None:
     """Show the history of REF (default: the default branch), newest first."""
     repo = ctx.open()
     entries = list(repo.log(ref, limit))
-    doc = {"ref": ref or repo.default_branch, "commits": [
-        {"commit": cid, "parents": list(c.parents), "time": c.time, "author": c.author, "message": c.message,
-         "meta": dict(c.meta), "tree": c.tree} for cid, c in entries]}
+    doc = {
+        "ref": ref or repo.default_branch,
+        "commits": [
+            {
+                "commit": cid,
+                "parents": list(c.parents),
+                "time": c.time,
+                "author": c.author,
+                "message": c.message,
+                "meta": dict(c.meta),
+                "tree": c.tree,
+            }
+            for cid, c in entries
+        ],
+    }
 
     def human() -> None:
         for cid, c in entries:
@@ -207,10 +249,18 @@ def show(ctx: Ctx, target: str) -> None:
     entry = repo.entry(cid, path)
     doc: dict[str, Any] = {"commit": cid, "path": path, "kind": entry.kind, "size": entry.size}
     if not path:
-        doc |= {"parents": list(commit.parents), "time": commit.time, "author": commit.author,
-                "message": commit.message, "meta": dict(commit.meta), "tree": commit.tree}
+        doc |= {
+            "parents": list(commit.parents),
+            "time": commit.time,
+            "author": commit.author,
+            "message": commit.message,
+            "meta": dict(commit.meta),
+            "tree": commit.tree,
+        }
     if entry.kind == "dir":
-        doc["entries"] = [{"name": e.name, "kind": e.kind, "size": e.size, "id": e.ref} for e in repo.odb.get_tree(entry.ref)]
+        doc["entries"] = [
+            {"name": e.name, "kind": e.kind, "size": e.size, "id": e.ref} for e in repo.odb.get_tree(entry.ref)
+        ]
     elif entry.kind == "file":
         fobj = repo.odb.get_file(entry.ref)
         doc |= {"id": entry.ref, "chunks": len(fobj.chunks)}
@@ -219,7 +269,9 @@ def show(ctx: Ctx, target: str) -> None:
 
     def human() -> None:
         if not path:
-            out.print(f"commit [yellow]{cid}[/]\nauthor {commit.author}\ndate   {commit.time}\n\n    {commit.message}\n")
+            out.print(
+                f"commit [yellow]{cid}[/]\nauthor {commit.author}\ndate   {commit.time}\n\n    {commit.message}\n"
+            )
         if entry.kind == "dir":
             table = Table(box=None, show_header=False)
             for e in doc["entries"]:
@@ -305,7 +357,8 @@ def _print_diff(doc: dict[str, Any]) -> None:
     marks = {"added": "[green]+[/]", "removed": "[red]-[/]", "modified": "[yellow]~[/]"}
     for c in doc["changes"]:
         if c["status"] == "modified":
-            detail = f"{human_bytes(c['old_size'])} -> {human_bytes(c['new_size'])}, {human_bytes(c['bytes_changed'])} changed"
+            sizes = f"{human_bytes(c['old_size'])} -> {human_bytes(c['new_size'])}"
+            detail = f"{sizes}, {human_bytes(c['bytes_changed'])} changed"
         else:
             detail = human_bytes(c["new_size"] or c["old_size"])
         out.print(f"{marks[c['status']]} {c['path']}  ({detail})")
@@ -357,8 +410,12 @@ def checkout(ctx: Ctx, target: str, directory: str, force: bool) -> None:
     with progress_bar(ctx, "checkout") as progress:
         commit, stats = repo.checkout(ref, directory, path=path, force=force, progress=progress)
     doc = {"commit": commit, "directory": os.path.abspath(directory)} | stats.to_json()
-    ctx.emit(doc, lambda: out.print(
-        f"Checked out {commit[:12]} into {directory}: {stats.files} files, {human_bytes(stats.bytes)}"))
+    ctx.emit(
+        doc,
+        lambda: out.print(
+            f"Checked out {commit[:12]} into {directory}: {stats.files} files, {human_bytes(stats.bytes)}"
+        ),
+    )
 
 
 @cli.command()
@@ -392,8 +449,9 @@ def check(ctx: Ctx, read_data: bool) -> None:
     def human() -> None:
         for p in report.problems:
             out.print(f"[red]{p.kind}[/] {p.what} {p.id}: {p.detail}")
-        summary = (f"{report.commits} commits, {report.trees} trees, {report.files} files, {report.chunks} chunks"
-                   + (f", {report.packs} packs read ({human_bytes(report.bytes_read)})" if read_data else ""))
+        summary = f"{report.commits} commits, {report.trees} trees, {report.files} files, {report.chunks} chunks" + (
+            f", {report.packs} packs read ({human_bytes(report.bytes_read)})" if read_data else ""
+        )
         out.print(("[green]ok[/]: " if report.ok else f"[red]{len(report.problems)} problems[/]: ") + summary)
 
     ctx.emit(report.to_json(), human)
@@ -402,8 +460,14 @@ def check(ctx: Ctx, read_data: bool) -> None:
 
 
 @cli.command()
-@click.option("--grace", "grace_hours", type=float, default=24.0, show_default=True,
-              help="Keep unreachable objects younger than this many hours.")
+@click.option(
+    "--grace",
+    "grace_hours",
+    type=float,
+    default=24.0,
+    show_default=True,
+    help="Keep unreachable objects younger than this many hours.",
+)
 @click.option("-n", "--dry-run", is_flag=True, help="Report what would be deleted; delete nothing.")
 @pass_ctx
 def gc(ctx: Ctx, grace_hours: float, dry_run: bool) -> None:
@@ -413,10 +477,14 @@ def gc(ctx: Ctx, grace_hours: float, dry_run: bool) -> None:
     repo = ctx.open()
     with progress_bar(ctx, "gc", unit_bytes=False) as progress:
         report = repo.gc(grace_hours=grace_hours, dry_run=dry_run, progress=progress)
-    ctx.emit(report.to_json(), lambda: out.print(
-        f"{'Would delete' if dry_run else 'Deleted'} {report.objects_deleted} objects "
-        f"({human_bytes(report.bytes_freed)}): {report.packs_deleted} packs deleted, "
-        f"{report.packs_rewritten} rewritten; {report.kept_young} unreachable objects kept (younger than grace)"))
+    ctx.emit(
+        report.to_json(),
+        lambda: out.print(
+            f"{'Would delete' if dry_run else 'Deleted'} {report.objects_deleted} objects "
+            f"({human_bytes(report.bytes_freed)}): {report.packs_deleted} packs deleted, "
+            f"{report.packs_rewritten} rewritten; {report.kept_young} unreachable objects kept (younger than grace)"
+        ),
+    )
 
 
 def _two_repos(ctx: Ctx, args: tuple[str, ...], verb: str, missing_is_src: bool) -> tuple[str, str]:
@@ -444,7 +512,9 @@ def _report_transfer(ctx: Ctx, report: Any) -> None:
     ctx.emit(doc, human)
 
 
-_ref_option = click.option("--ref", "refs", multiple=True, metavar="NAME", help="Branch or tag to send (repeatable; default: all).")
+_ref_option = click.option(
+    "--ref", "refs", multiple=True, metavar="NAME", help="Branch or tag to send (repeatable; default: all)."
+)
 _force_option = click.option("--force", is_flag=True, help="Overwrite destination branches that diverged.")
 
 
@@ -467,7 +537,9 @@ def push(ctx: Ctx, repos: tuple[str, ...], refs: tuple[str, ...], force: bool) -
 @click.argument("repos", nargs=-1, metavar="SRC [DST]")
 @_ref_option
 @_force_option
-@click.option("--from", "peers", multiple=True, metavar="URL", help="Another repository that may serve data (repeatable).")
+@click.option(
+    "--from", "peers", multiple=True, metavar="URL", help="Another repository that may serve data (repeatable)."
+)
 @pass_ctx
 def pull(ctx: Ctx, repos: tuple[str, ...], refs: tuple[str, ...], force: bool, peers: tuple[str, ...]) -> None:
     """Fetch refs from SRC into DST (default: --repo); data may come from several --from peers at once."""

@@ -35,26 +35,46 @@ def table() -> None:
 @click.argument("files", nargs=-1, required=True)
 @click.option("-b", "--branch", default=None, help="Branch to write to (default: the default branch).")
 @click.option("-k", "--key", "key", help="Primary key columns, comma separated (needed for a new table).")
-@click.option("--mode", type=click.Choice(["upsert", "append", "overwrite", "delete"]), default="upsert",
-              show_default=True)
+@click.option(
+    "--mode", type=click.Choice(["upsert", "append", "overwrite", "delete"]), default="upsert", show_default=True
+)
 @click.option("--dedupe", type=click.Choice(["last"]), default=None, help="Keep the last row of a repeated key.")
 @click.option("-m", "--message", default="", help="Commit message.")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata to record on the commit.")
 @pass_ctx
-def table_write(ctx: Ctx, name: str, files: tuple[str, ...], branch: str | None, key: str | None, mode: str,
-                dedupe: str | None, message: str, meta: tuple[str, ...]) -> None:
+def table_write(
+    ctx: Ctx,
+    name: str,
+    files: tuple[str, ...],
+    branch: str | None,
+    key: str | None,
+    mode: str,
+    dedupe: str | None,
+    message: str,
+    meta: tuple[str, ...],
+) -> None:
     """Write rows from Parquet/CSV FILES to table NAME and commit."""
     repo = ctx.open()
     keys = [k.strip() for k in key.split(",") if k.strip()] if key else None
-    result = repo.write_table(branch or repo.default_branch, name, list(files), keys, mode, dedupe=dedupe,
-                              message=message, meta=parse_meta(meta))
+    result = repo.write_table(
+        branch or repo.default_branch,
+        name,
+        list(files),
+        keys,
+        mode,
+        dedupe=dedupe,
+        message=message,
+        meta=parse_meta(meta),
+    )
     s = result.stats
 
     def human() -> None:
         verb = "Committed" if result.created else "No change; branch stays at"
-        out.print(f"{verb} {result.commit[:12]} on {result.branch}: {name} +{s['inserted']} ~{s['updated']} "
-                  f"-{s['deleted']} rows; {s['fragments_new']} new fragments ({human_bytes(s['bytes_new'])}), "
-                  f"{s['fragments_reused']} reused")
+        out.print(
+            f"{verb} {result.commit[:12]} on {result.branch}: {name} +{s['inserted']} ~{s['updated']} "
+            f"-{s['deleted']} rows; {s['fragments_new']} new fragments ({human_bytes(s['bytes_new'])}), "
+            f"{s['fragments_reused']} reused"
+        )
 
     ctx.emit(result.to_json() | {"table": name}, human)
 
@@ -72,8 +92,13 @@ def table_read(ctx: Ctx, ref: str, name: str, output: str | None, limit: int) ->
     if output:
         _write_rows(rows, output)
     head = rows.slice(0, max(0, limit))
-    doc = {"table": name, "rows": rows.num_rows, "columns": rows.column_names, "output": output,
-           "head": json.loads(json.dumps(head.to_pylist(), default=str))}
+    doc = {
+        "table": name,
+        "rows": rows.num_rows,
+        "columns": rows.column_names,
+        "output": output,
+        "head": json.loads(json.dumps(head.to_pylist(), default=str)),
+    }
 
     def human() -> None:
         if output:
@@ -111,8 +136,12 @@ def table_schema(ctx: Ctx, ref: str, name: str) -> None:
     repo = ctx.open()
     schema, key = repo.table_schema(ref, name)
     rows = repo._require_table(ref, name).rows
-    doc = {"table": name, "key": key, "rows": rows,
-           "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]}
+    doc = {
+        "table": name,
+        "key": key,
+        "rows": rows,
+        "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema],
+    }
 
     def human() -> None:
         out.print(f"{name}: {rows} rows, key ({', '.join(key)})")
@@ -133,6 +162,7 @@ def table_list(ctx: Ctx, ref: str | None) -> None:
     ref = ref or repo.default_branch
     found = {p: e for p, e in walk(repo.odb, repo.get_commit(ref).tree) if e.kind == "table"}
     tables = {p: repo.odb.get_table(e.ref).rows for p, e in found.items()}
+
     def human() -> None:
         for path, count in sorted(tables.items()):
             out.print(f"{path}  {count} rows")
@@ -143,8 +173,9 @@ def table_list(ctx: Ctx, ref: str | None) -> None:
 @cli.command()
 @click.argument("source")
 @click.option("--into", help="Branch to merge into (default: the default branch).")
-@click.option("--policy", default="fail", show_default=True,
-              help="fail | ours | theirs | latest:COLUMN | COLUMN=RULE,...,*=RULE")
+@click.option(
+    "--policy", default="fail", show_default=True, help="fail | ours | theirs | latest:COLUMN | COLUMN=RULE,...,*=RULE"
+)
 @click.option("--quarantine", metavar="BRANCH", help="Merge the clean part; put unresolved conflicts on BRANCH.")
 @click.option("-m", "--message", default="", help="Merge commit message.")
 @pass_ctx
@@ -165,10 +196,14 @@ def merge(ctx: Ctx, source: str, into: str | None, policy: str, quarantine: str 
         for c in result.conflict_list[:50]:
             state = f"resolved ({c['resolution']})" if c["resolved"] else "UNRESOLVED"
             where = f"{c['table']} {c['key']}" if c["table"] else json.loads(c["key"])
-            out.print(f"  conflict {where} column {c['column']}: base {c['base']} ours {c['ours']} "
-                      f"theirs {c['theirs']} -> {state}")
+            out.print(
+                f"  conflict {where} column {c['column']}: base {c['base']} ours {c['ours']} "
+                f"theirs {c['theirs']} -> {state}"
+            )
         if result.quarantine:
-            out.print(f"  {len(result.unresolved)} unresolved conflict(s) quarantined on {quarantine} "
-                      f"({result.quarantine[:12]})")
+            out.print(
+                f"  {len(result.unresolved)} unresolved conflict(s) quarantined on {quarantine} "
+                f"({result.quarantine[:12]})"
+            )
 
     ctx.emit(doc, human)

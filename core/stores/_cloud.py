@@ -16,8 +16,10 @@ from ..errors import PreconditionFailedError, StoreError, TransientStoreError, U
 # parameters and bearer tokens. Known secret values (keys, passwords) are redacted literally as well.
 _SECRET_PATTERNS = [
     re.compile(r"(?i)((?:AccountKey|SharedAccessSignature|SharedAccessKey|Password|Secret\w*)=)[^;&\s'\"]+"),
-    re.compile(r"(?i)([?&](sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|"
-               r"x-goog-signature|x-goog-credential|access_token|token|key)=)[^&\s'\"]+"),
+    re.compile(
+        r"(?i)([?&](sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|"
+        r"x-goog-signature|x-goog-credential|access_token|token|key)=)[^&\s'\"]+"
+    ),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"(?i)(Credential=)[^,\s]+"),
 ]
@@ -81,8 +83,7 @@ def unknown_options(kind: str, options: dict[str, Any], known: set[str]) -> None
     unknown = sorted(set(options) - known)
     if unknown:
         known_list = ", ".join(sorted(known))
-        raise UsageError(f"unknown {kind} store options: {', '.join(unknown)} (known: {known_list})",
-                         options=unknown)
+        raise UsageError(f"unknown {kind} store options: {', '.join(unknown)} (known: {known_list})", options=unknown)
 
 
 class CloudKeys:

@@ -45,9 +45,13 @@ class AzureStore:
         self._keys = CloudKeys("az", container, prefix)
         self.container, self.prefix, self.url = container, self._keys.prefix, self._keys.url
         credential = options.get("credential")
-        self._secrets = [options.get("connection_string"), os.environ.get("AZURE_STORAGE_CONNECTION_STRING"),
-                         os.environ.get("AZURE_STORAGE_KEY"), os.environ.get("AZURE_STORAGE_SAS_TOKEN"),
-                         credential if isinstance(credential, str) else None]
+        self._secrets = [
+            options.get("connection_string"),
+            os.environ.get("AZURE_STORAGE_CONNECTION_STRING"),
+            os.environ.get("AZURE_STORAGE_KEY"),
+            os.environ.get("AZURE_STORAGE_SAS_TOKEN"),
+            credential if isinstance(credential, str) else None,
+        ]
         require("azure.storage.blob", "az", "azure")
         self._service = options.get("client") or self._make_client(options)
         self._container = self._service.get_container_client(container)
@@ -69,10 +73,13 @@ class AzureStore:
 
         # The SDK's default first back-off is 15 s; a ref update should not stall that long on one blip.
         retries = int(options.get("max_attempts", 5))
-        retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retries,
-                                 random_jitter_range=1)
-        kwargs: dict[str, Any] = {"retry_policy": retry, "connection_timeout": 10, "read_timeout": 120,
-                                  "max_single_put_size": _MAX_SINGLE_PUT}
+        retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retries, random_jitter_range=1)
+        kwargs: dict[str, Any] = {
+            "retry_policy": retry,
+            "connection_timeout": 10,
+            "read_timeout": 120,
+            "max_single_put_size": _MAX_SINGLE_PUT,
+        }
         env = os.environ
         credential = options.get("credential")
         try:
@@ -82,12 +89,16 @@ class AzureStore:
             if conn:
                 return BlobServiceClient.from_connection_string(conn, credential=credential, **kwargs)
             account = options.get("account_name") or env.get("AZURE_STORAGE_ACCOUNT")
-            account_url = options.get("account_url") or env.get("AZURE_STORAGE_ACCOUNT_URL") or (
-                f"https://{account}.blob.core.windows.net" if account else None)
+            account_url = (
+                options.get("account_url")
+                or env.get("AZURE_STORAGE_ACCOUNT_URL")
+                or (f"https://{account}.blob.core.windows.net" if account else None)
+            )
             if not account_url:
                 raise UsageError(
                     f"no Azure storage account for {self.url}: set AZURE_STORAGE_CONNECTION_STRING or "
-                    "AZURE_STORAGE_ACCOUNT, or pass the connection_string or account_url option", url=self.url
+                    "AZURE_STORAGE_ACCOUNT, or pass the connection_string or account_url option",
+                    url=self.url,
                 )
             if credential is None:
                 credential = env.get("AZURE_STORAGE_KEY") or env.get("AZURE_STORAGE_SAS_TOKEN")
@@ -95,8 +106,10 @@ class AzureStore:
                 try:
                     from azure.identity import DefaultAzureCredential
                 except ImportError:
-                    raise UsageError("no Azure credential given and azure-identity is not installed "
-                                     "(pip install azure-identity, or set AZURE_STORAGE_KEY)") from None
+                    raise UsageError(
+                        "no Azure credential given and azure-identity is not installed "
+                        "(pip install azure-identity, or set AZURE_STORAGE_KEY)"
+                    ) from None
                 credential = DefaultAzureCredential()
             return BlobServiceClient(account_url, credential=credential, **kwargs)
         except (StoreError, UsageError):
@@ -171,8 +184,7 @@ class AzureStore:
 
     def put(self, key: str, data: bytes | memoryview, mode: PutMode = OVERWRITE) -> str:
         """Upload a key in one Put Blob; create is overwrite=False, if_match an If-Match on the ETag."""
-        return self._put(key, bytes(data) if isinstance(data, memoryview) else data, len(data), mode,
-                         same_bytes(data))
+        return self._put(key, bytes(data) if isinstance(data, memoryview) else data, len(data), mode, same_bytes(data))
 
     def put_file(self, key: str, path: str, mode: PutMode = OVERWRITE) -> str:
         """Upload a local file, streamed, in one Put Blob (up to 256 MiB)."""

@@ -126,8 +126,9 @@ class GCSStore:
         from google.cloud.storage.retry import DEFAULT_RETRY
 
         # The SDK's predicate (429, 5xx, dropped connections); the watch tells whether a write was retried.
-        return Retry(predicate=DEFAULT_RETRY._predicate, initial=0.5, maximum=16.0, multiplier=2.0,
-                     timeout=120.0, on_error=watch)
+        return Retry(
+            predicate=DEFAULT_RETRY._predicate, initial=0.5, maximum=16.0, multiplier=2.0, timeout=120.0, on_error=watch
+        )
 
     # -- protocol --------------------------------------------------------------------------------------------
     def staging_dir(self) -> str:
@@ -161,15 +162,17 @@ class GCSStore:
     def put(self, key: str, data: bytes | memoryview, mode: PutMode = OVERWRITE) -> str:
         """Upload a key; create and if_match are generation preconditions (412 → lost)."""
         payload = bytes(data) if isinstance(data, memoryview) else data
-        return self._put(key, mode, same_bytes(data), "upload_from_string", payload,
-                         content_type="application/octet-stream")
+        return self._put(
+            key, mode, same_bytes(data), "upload_from_string", payload, content_type="application/octet-stream"
+        )
 
     def put_file(self, key: str, path: str, mode: PutMode = OVERWRITE) -> str:
         """Upload a local file, streamed (resumable above 8 MiB; an unfinished upload creates no object)."""
         if not os.path.isfile(path):
             raise StoreError(f"cannot read {path}: no such file", key=key, path=path)
-        return self._put(key, mode, same_bytes(path), "upload_from_filename", path,
-                         content_type="application/octet-stream")
+        return self._put(
+            key, mode, same_bytes(path), "upload_from_filename", path, content_type="application/octet-stream"
+        )
 
     def _put(self, key: str, mode: PutMode, expected: Any, method: str, source: Any, **kwargs: Any) -> str:
         blob = self._bucket.blob(self._keys.name(key))
@@ -204,8 +207,9 @@ class GCSStore:
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield every key under `prefix` (paginated object listing)."""
         try:
-            blobs = self._client.list_blobs(self._bucket, prefix=self._keys.base + prefix,
-                                            timeout=self._timeout, retry=self._retry())
+            blobs = self._client.list_blobs(
+                self._bucket, prefix=self._keys.base + prefix, timeout=self._timeout, retry=self._retry()
+            )
             for blob in blobs:
                 key = self._keys.key(blob.name)
                 if key is not None:
@@ -228,5 +232,4 @@ def _dropped(exc: BaseException) -> bool:
     import requests
     from google.auth.exceptions import TransportError
 
-    return isinstance(exc, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout,
-                            TransportError))
+    return isinstance(exc, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout, TransportError))

@@ -15,15 +15,15 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import blake3
 
 from ..errors import KeyNotFoundError, PreconditionFailedError, StoreError
-from .base import CREATE, OVERWRITE, ObjectInfo, PutMode
+from .base import OVERWRITE, ObjectInfo, PutMode
 
 log = logging.getLogger(__name__)
 

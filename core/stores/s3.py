@@ -32,12 +32,28 @@ from .base import OVERWRITE, ObjectInfo, PutMode, default_staging_dir
 
 log = logging.getLogger(__name__)
 
-_OPTIONS = {"endpoint_url", "region", "profile", "aws_access_key_id", "aws_secret_access_key",
-            "aws_session_token", "max_attempts", "addressing_style", "client"}
+_OPTIONS = {
+    "endpoint_url",
+    "region",
+    "profile",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "max_attempts",
+    "addressing_style",
+    "client",
+}
 _LOST = {"PreconditionFailed", "ConditionalRequestConflict"}
 _EXISTS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
-_BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestLimitExceeded",
-         "InternalError", "ServiceUnavailable"}
+_BUSY = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestLimitExceeded",
+    "InternalError",
+    "ServiceUnavailable",
+}
 
 
 class S3Store:
@@ -47,8 +63,12 @@ class S3Store:
         unknown_options("S3", options, _OPTIONS)
         self._keys = CloudKeys("s3", bucket, prefix)
         self.bucket, self.prefix, self.url = bucket, self._keys.prefix, self._keys.url
-        self._secrets = [options.get("aws_secret_access_key"), options.get("aws_session_token"),
-                         os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")]
+        self._secrets = [
+            options.get("aws_secret_access_key"),
+            options.get("aws_session_token"),
+            os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            os.environ.get("AWS_SESSION_TOKEN"),
+        ]
         require("boto3", "s3", "s3")
         self._client = options.get("client") or self._make_client(options)
         if create:
@@ -70,12 +90,15 @@ class S3Store:
 
         config = Config(
             retries={"max_attempts": int(options.get("max_attempts", 5)), "mode": "standard"},
-            connect_timeout=10, read_timeout=120, max_pool_connections=32,
+            connect_timeout=10,
+            read_timeout=120,
+            max_pool_connections=32,
             s3={"addressing_style": options.get("addressing_style", "auto")},
         )
         try:
             session = boto3.session.Session(
-                profile_name=options.get("profile"), region_name=options.get("region"),
+                profile_name=options.get("profile"),
+                region_name=options.get("region"),
                 aws_access_key_id=options.get("aws_access_key_id"),
                 aws_secret_access_key=options.get("aws_secret_access_key"),
                 aws_session_token=options.get("aws_session_token"),
@@ -119,8 +142,12 @@ class S3Store:
             return exc
         where = f"{key!r} in {self.url}" if key else self.url
         if not isinstance(exc, bex.ClientError):
-            dropped = (bex.HTTPClientError, bex.ConnectionError, bex.IncompleteReadError,
-                       getattr(bex, "ResponseStreamingError", bex.HTTPClientError))
+            dropped = (
+                bex.HTTPClientError,
+                bex.ConnectionError,
+                bex.IncompleteReadError,
+                getattr(bex, "ResponseStreamingError", bex.HTTPClientError),
+            )
             cls = error_class(None, isinstance(exc, dropped))
             return cls(f"S3 {op} of {where} failed: {self._say(exc)}", key=key)
         err = exc.response.get("Error", {})

@@ -140,8 +140,15 @@ class RetryStore(StoreWrapper):
     `PreconditionFailedError` exactly as without the wrapper.
     """
 
-    def __init__(self, inner: Store, *, attempts: int = 6, base_delay: float = 0.05, max_delay: float = 2.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        inner: Store,
+        *,
+        attempts: int = 6,
+        base_delay: float = 0.05,
+        max_delay: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         super().__init__(inner)
         self.attempts = attempts
         self.base_delay = base_delay
@@ -194,8 +201,9 @@ class RetryStore(StoreWrapper):
 
         return self._conditional(key, digest, mode, write, hashed=True)
 
-    def _conditional(self, key: str, expected: bytes, mode: PutMode, write: Callable[[PutMode], str],
-                     hashed: bool = False) -> str:
+    def _conditional(
+        self, key: str, expected: bytes, mode: PutMode, write: Callable[[PutMode], str], hashed: bool = False
+    ) -> str:
         uncertain = False
         for attempt in range(1, self.attempts + 1):
             try:
@@ -224,8 +232,17 @@ class FaultStore(StoreWrapper):
     """Injects seeded faults, for tests: failures before or after a write lands, dropped reads, flipped bits,
     latency. Every injected fault is a `TransientStoreError` or corrupt bytes; what it did is in `log`."""
 
-    def __init__(self, inner: Store, *, seed: int = 0, fail_rate: float = 0.0, after_write_rate: float = 0.0,
-                 flip_rate: float = 0.0, latency: float = 0.0, fail_calls: set[int] | None = None) -> None:
+    def __init__(
+        self,
+        inner: Store,
+        *,
+        seed: int = 0,
+        fail_rate: float = 0.0,
+        after_write_rate: float = 0.0,
+        flip_rate: float = 0.0,
+        latency: float = 0.0,
+        fail_calls: set[int] | None = None,
+    ) -> None:
         super().__init__(inner)
         self.rng = random.Random(seed)
         self.fail_rate = fail_rate
