@@ -123,8 +123,7 @@ def _values(pat: dict[str, Any], p: Any, ts: Any, rng: Any) -> dict[str, Any]:
 def _table(pat: dict[str, Any], p: Any, ts: Any, values: dict[str, Any]) -> Any:
     import pyarrow as pa
 
-    cols = {"patient_id": pa.array(pat["name"], pa.string()).take(pa.array(p)),
-            "ts": pa.array(ts, pa.timestamp("ms"))}
+    cols = {"patient_id": pa.array(pat["name"], pa.string()).take(pa.array(p)), "ts": pa.array(ts, pa.timestamp("ms"))}
     return pa.table({**cols, **values})
 
 
@@ -158,11 +157,11 @@ def generate(rows: int, overlap: int, dest: str) -> dict[str, Any]:
     n_upd, n_ins = n_up // 2, n_up - n_up // 2
     ov_upd, ov_ins = overlap // 2, overlap - overlap // 2
     pick = rng.permutation(n)  # distinct rows: updates and insert anchors for both branches
-    eu_upd, eu_ins = pick[:n_upd], pick[n_upd:n_upd + n_ins]
+    eu_upd, eu_ins = pick[:n_upd], pick[n_upd : n_upd + n_ins]
     off = n_upd + n_ins
-    na_upd = np.concatenate([eu_upd[:ov_upd], pick[off:off + n_upd - ov_upd]])
+    na_upd = np.concatenate([eu_upd[:ov_upd], pick[off : off + n_upd - ov_upd]])
     off += n_upd - ov_upd
-    na_ins = np.concatenate([eu_ins[:ov_ins], pick[off:off + n_ins - ov_ins]])
+    na_ins = np.concatenate([eu_ins[:ov_ins], pick[off : off + n_ins - ov_ins]])
     # A new reading at anchor row i: in the second half of its minute, where no base reading is.
     gap = rng.integers(STEP_MS // 2, STEP_MS, n)
     new_ts = pat["t0"][p] + k * STEP_MS + gap
@@ -173,15 +172,19 @@ def generate(rows: int, overlap: int, dest: str) -> dict[str, Any]:
         upd_rows = base.take(pa.array(upd))
         m = len(upd)
         hr_new = (upd_rows.column("heart_rate").to_numpy() + brng.integers(1, 6, m)).astype(np.int16)
-        upd_rows = upd_rows.set_column(upd_rows.column_names.index("heart_rate"), "heart_rate",
-                                       pa.array(hr_new))
-        upd_rows = upd_rows.set_column(upd_rows.column_names.index("hrv_rmssd"), "hrv_rmssd",
-                                       pa.array(np.abs(brng.normal(42, 15, m))))
-        upd_rows = upd_rows.set_column(upd_rows.column_names.index("signal_quality"), "signal_quality",
-                                       pa.array(brng.uniform(0.5, 1.0, m).astype(np.float32)))
+        upd_rows = upd_rows.set_column(upd_rows.column_names.index("heart_rate"), "heart_rate", pa.array(hr_new))
+        upd_rows = upd_rows.set_column(
+            upd_rows.column_names.index("hrv_rmssd"), "hrv_rmssd", pa.array(np.abs(brng.normal(42, 15, m)))
+        )
+        upd_rows = upd_rows.set_column(
+            upd_rows.column_names.index("signal_quality"),
+            "signal_quality",
+            pa.array(brng.uniform(0.5, 1.0, m).astype(np.float32)),
+        )
         rec = upd_rows.column("ts").cast(pa.int64()).to_numpy() + 86_400_000 + brng.integers(0, 3_600_000, m)
-        upd_rows = upd_rows.set_column(upd_rows.column_names.index("recorded_at"), "recorded_at",
-                                       pa.array(rec, pa.timestamp("ms")))
+        upd_rows = upd_rows.set_column(
+            upd_rows.column_names.index("recorded_at"), "recorded_at", pa.array(rec, pa.timestamp("ms"))
+        )
         ins_rows = _table(pat, p[ins], new_ts[ins], _values(pat, p[ins], new_ts[ins], brng))
         up = pa.concat_tables([upd_rows, ins_rows])
         up = up.take(pa.array(brng.permutation(len(up))))  # arrival order
@@ -193,11 +196,19 @@ def generate(rows: int, overlap: int, dest: str) -> dict[str, Any]:
     full = os.path.join(dest, "base-zstd.parquet")
     pq.write_table(base.sort_by([(c, "ascending") for c in KEY]), full, compression="zstd")
     meta = {
-        "version": DATA_VERSION, "rows": n, "overlap": overlap, "patients": n_pat,
-        "upsert_rows": n_up, "updates": n_upd, "inserts": n_ins, "overlap_updates": ov_upd,
-        "overlap_inserts": ov_ins, "changed_parquet_bytes": sizes,
+        "version": DATA_VERSION,
+        "rows": n,
+        "overlap": overlap,
+        "patients": n_pat,
+        "upsert_rows": n_up,
+        "updates": n_upd,
+        "inserts": n_ins,
+        "overlap_updates": ov_upd,
+        "overlap_inserts": ov_ins,
+        "changed_parquet_bytes": sizes,
         "base_parquet_bytes": os.path.getsize(full),
-        "arrow_bytes": base.nbytes, "columns": base.schema.names,
+        "arrow_bytes": base.nbytes,
+        "columns": base.schema.names,
         "schema": [f"{f.name}: {f.type}" for f in base.schema],
         "expected_final_rows": n + n_ins + n_ins - ov_ins,
         "generate_seconds": round(time.perf_counter() - t0, 1),
@@ -271,11 +282,15 @@ class Meter:
     def stop(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.t0
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        return {"seconds": wall, "cpu_seconds": ru.ru_utime + ru.ru_stime - self.cpu0,
-                "rss_before": self.rss_before, "peak_rss": _status("VmHWM"),
-                "peak_is_step_only": self.reset_ok,
-                "load1": [self.load_before, os.getloadavg()[0]],
-                "cpu_pressure_avg10": [self.pressure_before, _cpu_pressure()]}
+        return {
+            "seconds": wall,
+            "cpu_seconds": ru.ru_utime + ru.ru_stime - self.cpu0,
+            "rss_before": self.rss_before,
+            "peak_rss": _status("VmHWM"),
+            "peak_is_step_only": self.reset_ok,
+            "load1": [self.load_before, os.getloadavg()[0]],
+            "cpu_pressure_avg10": [self.pressure_before, _cpu_pressure()],
+        }
 
 
 def _timed(fn: Any, repeat: int = 1) -> tuple[Any, dict[str, Any]]:
@@ -454,17 +469,35 @@ def duckdb_diff(out: str, meta: dict[str, Any], repeat: int) -> dict[str, Any]:
     counts = {k: 0 for k in ("inserted", "updated", "deleted")}
     for row in pc.value_counts(result.column("change")).to_pylist():
         counts[row["values"]] = row["counts"]
-    res.update({"threads": threads, "duckdb_version": duckdb.__version__, "counts": counts, "sql": sql,
-                "ok": counts == {"inserted": meta["inserts"], "updated": meta["updates"], "deleted": 0},
-                "files": [len(os.listdir(os.path.dirname(p))) - 1 for p in (old, new)]})
+    res.update(
+        {
+            "threads": threads,
+            "duckdb_version": duckdb.__version__,
+            "counts": counts,
+            "sql": sql,
+            "ok": counts == {"inserted": meta["inserts"], "updated": meta["updates"], "deleted": 0},
+            "files": [len(os.listdir(os.path.dirname(p))) - 1 for p in (old, new)],
+        }
+    )
     return res
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------------------------
-STEPS = ["write", "read_v0", "upsert_eu", "upsert_na", "diff", "checkout", "duckdb", "merge_eu", "merge_na",
-         "export", "read_main"]
+STEPS = [
+    "write",
+    "read_v0",
+    "upsert_eu",
+    "upsert_na",
+    "diff",
+    "checkout",
+    "duckdb",
+    "merge_eu",
+    "merge_na",
+    "export",
+    "read_main",
+]
 
 
 def run_child(name: str, out: str, repeat: int) -> dict[str, Any]:
@@ -473,8 +506,9 @@ def run_child(name: str, out: str, repeat: int) -> dict[str, Any]:
     if os.path.exists(path):
         os.remove(path)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--step", name, "--out", out,
-                           "--repeat", str(repeat)])
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--step", name, "--out", out, "--repeat", str(repeat)]
+    )
     if proc.returncode != 0:
         raise SystemExit(f"step {name} failed with exit code {proc.returncode}")
     res = _load(path)
@@ -491,17 +525,21 @@ def machine() -> dict[str, Any]:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / GiB, 1),
-            "kernel": platform.release(), "python": platform.python_version(),
-            "load_at_start": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / GiB, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_at_start": os.getloadavg(),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--out", default="/tmp/dacflow-table-bench")
-    ap.add_argument("--overlap", type=int, default=None,
-                    help="keys written on both branches (default rows/20000)")
+    ap.add_argument("--overlap", type=int, default=None, help="keys written on both branches (default rows/20000)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of the diff and of the DuckDB query (median)")
     ap.add_argument("--only", default="", help="comma-separated steps to run (the repository must exist)")
     ap.add_argument("--step", help=argparse.SUPPRESS)
@@ -518,16 +556,22 @@ def main() -> None:
 
     overlap = args.overlap if args.overlap is not None else max(10, args.rows // 20000)
     os.makedirs(out, exist_ok=True)
-    info = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-            "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-            "pyarrow": pa.__version__, "rows_requested": args.rows}
+    info = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "pyarrow": pa.__version__,
+        "rows_requested": args.rows,
+    }
     print(f"generating {args.rows:,} rows (cached in {out}/input) ...", flush=True)
     meta = generate(args.rows, overlap, os.path.join(out, "input"))
-    print(f"  {meta['rows']:,} rows, {meta['patients']:,} patients, {meta['arrow_bytes'] / MiB:,.0f} MiB in "
-          f"Arrow, {meta['base_parquet_bytes'] / MiB:,.0f} MiB as zstd Parquet; upserts of "
-          f"{meta['upsert_rows']:,} rows "
-          f"({meta['updates']:,} updates + {meta['inserts']:,} inserts), {overlap} keys on both branches",
-          flush=True)
+    print(
+        f"  {meta['rows']:,} rows, {meta['patients']:,} patients, {meta['arrow_bytes'] / MiB:,.0f} MiB in "
+        f"Arrow, {meta['base_parquet_bytes'] / MiB:,.0f} MiB as zstd Parquet; upserts of "
+        f"{meta['upsert_rows']:,} rows "
+        f"({meta['updates']:,} updates + {meta['inserts']:,} inserts), {overlap} keys on both branches",
+        flush=True,
+    )
     steps = [s for s in args.only.split(",") if s] or STEPS
     if not args.only:
         shutil.rmtree(os.path.join(out, "repo"), ignore_errors=True)
@@ -539,9 +583,12 @@ def main() -> None:
     for name in steps:
         print(f"step {name} ...", flush=True)
         results[name] = r = run_child(name, out, args.repeat)
-        print(f"  {r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s CPU, "
-              f"peak RSS {r['peak_rss'] / MiB:,.0f} MiB, "
-              f"load {r.get('load1', ['?'])[0]}" + (f", ok={r['ok']}" if "ok" in r else ""), flush=True)
+        print(
+            f"  {r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s CPU, "
+            f"peak RSS {r['peak_rss'] / MiB:,.0f} MiB, "
+            f"load {r.get('load1', ['?'])[0]}" + (f", ok={r['ok']}" if "ok" in r else ""),
+            flush=True,
+        )
     report = summarize(info, meta, results)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(report, f, indent=1, default=str)
@@ -551,8 +598,10 @@ def main() -> None:
 
 def summarize(info: dict[str, Any], meta: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
     duck = steps["duckdb"]["seconds"]
-    up = {br: steps[f"upsert_{br}"]["stats"]["bytes_new"] / steps[f"upsert_{br}"]["changed_parquet_bytes"]
-          for br in ("eu", "na")}
+    up = {
+        br: steps[f"upsert_{br}"]["stats"]["bytes_new"] / steps[f"upsert_{br}"]["changed_parquet_bytes"]
+        for br in ("eu", "na")
+    }
     peak = max(s["peak_rss"] for s in steps.values())
     ratios = {
         "diff_vs_duckdb": steps["diff"]["seconds"] / duck,
@@ -572,9 +621,17 @@ def summarize(info: dict[str, Any], meta: dict[str, Any], steps: dict[str, Any])
     verdict = {k: ratios[k] < v if k == "peak_rss_gib" else ratios[k] <= v for k, v in TARGETS.items()}
     checks = {k: s["ok"] for k, s in steps.items() if "ok" in s}
     info["machine"]["load_at_end"] = os.getloadavg()
-    return {"info": info, "data": meta, "steps": steps, "ratios": ratios, "other_ratios": other,
-            "upsert_bytes_ratio_by_branch": up,
-            "targets": TARGETS, "pass": verdict, "checks": checks}
+    return {
+        "info": info,
+        "data": meta,
+        "steps": steps,
+        "ratios": ratios,
+        "other_ratios": other,
+        "upsert_bytes_ratio_by_branch": up,
+        "targets": TARGETS,
+        "pass": verdict,
+        "checks": checks,
+    }
 
 
 def print_report(r: dict[str, Any]) -> None:
@@ -583,8 +640,10 @@ def print_report(r: dict[str, Any]) -> None:
         notes = []
         if "stats" in s:
             st = s["stats"]
-            notes.append(f"+{st['inserted']} ~{st['updated']} bytes_new={st['bytes_new']:,} "
-                         f"frags new/reused={st['fragments_new']}/{st['fragments_reused']}")
+            notes.append(
+                f"+{st['inserted']} ~{st['updated']} bytes_new={st['bytes_new']:,} "
+                f"frags new/reused={st['fragments_new']}/{st['fragments_reused']}"
+            )
         if "counts" in s:
             notes.append(f"counts={s['counts']}")
         if "all_seconds" in s:
@@ -597,9 +656,10 @@ def print_report(r: dict[str, Any]) -> None:
         load = f"{load:.1f}" if isinstance(load, float) else ""
         psi = (s.get("cpu_pressure_avg10") or [None])[0]
         psi = f"{psi:.0f}" if isinstance(psi, float) else ""
-        print(f"{name:<11} {s['seconds']:>8.2f} {s['cpu_seconds']:>8.2f} {s['peak_rss'] / MiB:>13,.0f} "
-              f"{load:>6} {psi:>5}  "
-              + "; ".join(notes))
+        print(
+            f"{name:<11} {s['seconds']:>8.2f} {s['cpu_seconds']:>8.2f} {s['peak_rss'] / MiB:>13,.0f} "
+            f"{load:>6} {psi:>5}  " + "; ".join(notes)
+        )
     print("\ntarget                     value   limit   pass")
     for k, v in r["ratios"].items():
         print(f"{k:<22} {v:>9.3f} {r['targets'][k]:>7}   {'PASS' if r['pass'][k] else 'FAIL'}")

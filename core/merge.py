@@ -125,6 +125,7 @@ class _TreeMerger:
         self.policy = policy
         self.conflicts: list[dict[str, Any]] = []
         self.rows_changed: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}  # trees written by this merge (not readable until the writer flushes)
 
     def tree(self, base: str | None, ours: str | None, theirs: str | None, prefix: str) -> str | None:
         if ours == theirs:
@@ -145,7 +146,9 @@ class _TreeMerger:
         if not out:
             return None
         tree = Tree.of(out)
-        return self.writer.add_object(tree)
+        tid = self.writer.add_object(tree)
+        self.sizes[tid] = tree.size
+        return tid
 
     def entry(self, b: TreeEntry | None, o: TreeEntry | None, t: TreeEntry | None, path: str) -> TreeEntry | None:
         if _same(o, t):
@@ -155,11 +158,15 @@ class _TreeMerger:
         if _same(b, t):
             return o
         kinds = {e.kind for e in (o, t) if e is not None}
-        if o is not None and t is not None and kinds == {DIR} and (b is None or b.kind == DIR):
-            sub = self.tree(b.ref if b else None, o.ref, t.ref, path)
+        # Directories merge entry by entry, also when one side removed the directory the other changed.
+        if kinds == {DIR} and (
+            (o is not None and t is not None and (b is None or b.kind == DIR)) or (b is not None and b.kind == DIR)
+        ):
+            sub = self.tree(b.ref if b else None, o.ref if o else None, t.ref if t else None, path)
             if sub is None:
                 return None
-            return TreeEntry(o.name, DIR, sub, self.odb.get_tree(sub).size if sub else 0, MODE_DIR)
+            size = self.sizes[sub] if sub in self.sizes else self.odb.get_tree(sub).size
+            return TreeEntry((o or t or b).name, DIR, sub, size, MODE_DIR)
         if o is not None and t is not None and kinds == {TABLE} and (b is None or b.kind == TABLE):
             return self.table(b, o, t, path)
         return self.path_conflict(b, o, t, path)
@@ -169,32 +176,59 @@ class _TreeMerger:
 
         io_ = self.repo._table_io()
         base = self.odb.get_table(b.ref) if b is not None else None
-        result = merge_table(io_, self.writer, path, base, self.odb.get_table(o.ref), self.odb.get_table(t.ref),
-                             self.policy)
+        result = merge_table(
+            io_, self.writer, path, base, self.odb.get_table(o.ref), self.odb.get_table(t.ref), self.policy
+        )
         self.conflicts.extend(result.conflicts)
         self.rows_changed[path] = result.changed_rows
         assert result.table is not None
         tid = self.writer.add_object(result.table)
         return TreeEntry(o.name, TABLE, tid, sum(f.size for f in result.table.fragments), MODE_FILE)
 
-    def path_conflict(self, b: TreeEntry | None, o: TreeEntry | None, t: TreeEntry | None,
-                      path: str) -> TreeEntry | None:
+    def path_conflict(
+        self, b: TreeEntry | None, o: TreeEntry | None, t: TreeEntry | None, path: str
+    ) -> TreeEntry | None:
         rule = self.policy.get("*", "fail") if isinstance(self.policy, Mapping) else self.policy
         choice = "ours" if rule == "ours" else "theirs" if rule == "theirs" else ""
         if callable(rule):
             from .tables.merge import UNRESOLVED
 
-            picked = rule({"table": "", "key": path, "column": "*", "base": _describe(b), "ours": _describe(o),
-                           "theirs": _describe(t)})
+            picked = rule(
+                {
+                    "table": "",
+                    "key": path,
+                    "column": "*",
+                    "base": _describe(b),
+                    "ours": _describe(o),
+                    "theirs": _describe(t),
+                }
+            )
             choice = "" if picked is UNRESOLVED else "theirs" if picked == _describe(t) else "ours"
-        self.conflicts.append({"table": "", "key": json.dumps(path), "column": "*", "base": _describe(b),
-                               "ours": _describe(o), "theirs": _describe(t), "resolved": bool(choice),
-                               "resolution": choice})
+        self.conflicts.append(
+            {
+                "table": "",
+                "key": json.dumps(path),
+                "column": "*",
+                "base": _describe(b),
+                "ours": _describe(o),
+                "theirs": _describe(t),
+                "resolved": bool(choice),
+                "resolution": choice,
+            }
+        )
         return t if choice == "theirs" else o
 
 
-def merge(repo: Repository, source: str, into: str, policy: Any = "fail", *, quarantine: str | None = None,
-          message: str = "", meta: Mapping[str, Any] | None = None) -> MergeResult:
+def merge(
+    repo: Repository,
+    source: str,
+    into: str,
+    policy: Any = "fail",
+    *,
+    quarantine: str | None = None,
+    message: str = "",
+    meta: Mapping[str, Any] | None = None,
+) -> MergeResult:
     """Merge snapshot `source` into branch `into`; see the module docstring for the rules."""
     from .locks import RepoLock
     from .names import check_ref_name
@@ -235,14 +269,24 @@ def merge(repo: Repository, source: str, into: str, policy: Any = "fail", *, qua
                     f"merging {source} into {into} met {len(result.unresolved)} unresolved conflict(s), e.g. "
                     f"{_first(result.unresolved)}; choose a policy (ours, theirs, latest:<column>) or quarantine "
                     "them on a side branch",
-                    conflicts=result.unresolved[:1000], count=len(result.unresolved),
+                    conflicts=result.unresolved[:1000],
+                    count=len(result.unresolved),
                 )
             info = dict(meta or {})
-            info.setdefault("dacflow.merge", {"source": source, "theirs": theirs, "base": base,
-                                              "conflicts": len(result.conflict_list),
-                                              "unresolved": len(result.unresolved), "policy": _policy_name(policy)})
-            commit = Commit(tree, (ours, theirs), message or f"merge {source} into {into}", default_author(),
-                            utc_now(), info)
+            info.setdefault(
+                "dacflow.merge",
+                {
+                    "source": source,
+                    "theirs": theirs,
+                    "base": base,
+                    "conflicts": len(result.conflict_list),
+                    "unresolved": len(result.unresolved),
+                    "policy": _policy_name(policy),
+                },
+            )
+            commit = Commit(
+                tree, (ours, theirs), message or f"merge {source} into {into}", default_author(), utc_now(), info
+            )
             cid = writer.add_object(commit)
             writer.flush()
             try:
@@ -257,8 +301,15 @@ def merge(repo: Repository, source: str, into: str, policy: Any = "fail", *, qua
     raise RefConflictError(f"branch {into!r} kept moving while merging; gave up", ref=into)
 
 
-def _quarantine(repo: Repository, writer: PackWriter, branch: str, merged: str, trees: list[str | None],
-                theirs: str, result: MergeResult) -> str:
+def _quarantine(
+    repo: Repository,
+    writer: PackWriter,
+    branch: str,
+    merged: str,
+    trees: list[str | None],
+    theirs: str,
+    result: MergeResult,
+) -> str:
     """Commit theirs' side of every unresolved conflict, and the conflict report, on a side branch."""
     import pyarrow as pa
 
@@ -274,12 +325,19 @@ def _quarantine(repo: Repository, writer: PackWriter, branch: str, merged: str, 
     assert table is not None
     tid = writer.add_object(table)
     entry = TreeEntry(CONFLICTS_TABLE, TABLE, tid, sum(f.size for f in table.fragments), MODE_FILE)
+    writer.flush()  # apply_changes reads the merged root tree, which may have just been written
     tree = apply_changes(repo.odb, writer, tree, {CONFLICTS_TABLE: entry})
     for _attempt in range(50):
         head, token = repo.refs.read(BRANCHES, branch)
         parents = (merged,) if head is None else (merged, head)
-        commit = Commit(tree, parents, f"quarantine: {len(result.unresolved)} conflict(s) of {result.theirs[:12]}",
-                        default_author(), utc_now(), {"dacflow.quarantine": {"merge": merged, "theirs": theirs}})
+        commit = Commit(
+            tree,
+            parents,
+            f"quarantine: {len(result.unresolved)} conflict(s) of {result.theirs[:12]}",
+            default_author(),
+            utc_now(),
+            {"dacflow.quarantine": {"merge": merged, "theirs": theirs}},
+        )
         cid = writer.add_object(commit)
         writer.flush()
         try:

@@ -126,7 +126,9 @@ def _from_changesets(io_: TableIO, old: TableObject, new: TableObject, schema: p
     return _join_states(_pick(olds, schema, key, "o_"), _pick(news, schema, key, "n_"), schema, key)
 
 
-def _pick(candidates: list[tuple[pa.Table, np.ndarray, int]], schema: pa.Schema, key: list[str], prefix: str) -> pa.Table:
+def _pick(
+    candidates: list[tuple[pa.Table, np.ndarray, int]], schema: pa.Schema, key: list[str], prefix: str
+) -> pa.Table:
     parts = []
     for rows, exists, prio in candidates:
         st = _states(rows, exists, schema, key, prefix)
@@ -147,9 +149,11 @@ def _join_states(olds: pa.Table, news: pa.Table, schema: pa.Schema, key: list[st
     return sort_by_key(pa.table(out), key)
 
 
-def _from_bases(io_: TableIO, old: TableObject | None, new: TableObject | None, schema: pa.Schema,
-                key: list[str]) -> pa.Table:
+def _from_bases(
+    io_: TableIO, old: TableObject | None, new: TableObject | None, schema: pa.Schema, key: list[str]
+) -> pa.Table:
     """Compare versions with different bases; shared fragments are skipped when neither has changesets."""
+
     def rows_of(t: TableObject | None, skip: set[str]) -> pa.Table:
         if t is None:
             return schema.empty_table()
@@ -209,8 +213,9 @@ def apply_diff(rows: pa.Table, diff: TableDiff, key: Sequence[str]) -> pa.Table:
     drop = pa.concat_tables([diff.deleted.select(list(key)), diff.updated.select(list(key))])
     marker = "__dacflow_drop"
     if len(drop):
-        joined = rows.join(drop.append_column(marker, pa.array(np.ones(len(drop), bool))), keys=list(key),
-                           join_type="left outer")
+        joined = rows.join(
+            drop.append_column(marker, pa.array(np.ones(len(drop), bool))), keys=list(key), join_type="left outer"
+        )
         rows = joined.filter(pc.is_null(joined.column(marker))).drop_columns([marker])
     schema = rows.schema
     out = pa.concat_tables([rows, conform(diff.inserted, schema), conform(diff.updated, schema)])

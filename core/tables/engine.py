@@ -106,8 +106,9 @@ class TableIO:
     # -- fragments -------------------------------------------------------------------------------------------
     def write_fragment(self, writer: PackWriter, rows: pa.Table, key: Sequence[str], stats: WriteStats) -> Fragment:
         buf = io.BytesIO()
-        pq.write_table(rows, buf, compression="zstd", row_group_size=max(1, len(rows)), write_statistics=True,
-                       store_schema=True)
+        pq.write_table(
+            rows, buf, compression="zstd", row_group_size=max(1, len(rows)), write_statistics=True, store_schema=True
+        )
         data = buf.getvalue()
         fid = hash_bytes(data)
         if writer.add(fid, data, KIND_CHUNK, compress=False):
@@ -133,12 +134,14 @@ class TableIO:
             if len(table) != frag.rows:
                 from ..errors import CorruptObjectError
 
-                raise CorruptObjectError(f"fragment {frag.id} has {len(table)} rows, its table says {frag.rows}",
-                                         id=frag.id)
+                raise CorruptObjectError(
+                    f"fragment {frag.id} has {len(table)} rows, its table says {frag.rows}", id=frag.id
+                )
         return table.select(list(columns)) if columns is not None else table
 
-    def write_run(self, writer: PackWriter, rows: pa.Table, key: Sequence[str], params: dict[str, int],
-                  stats: WriteStats) -> tuple[Fragment, ...]:
+    def write_run(
+        self, writer: PackWriter, rows: pa.Table, key: Sequence[str], params: dict[str, int], stats: WriteStats
+    ) -> tuple[Fragment, ...]:
         """Cut key-sorted rows at content-defined boundaries and store each piece."""
         out, start = [], 0
         for end in cut_points(rows, key, params):
@@ -147,8 +150,9 @@ class TableIO:
         return tuple(out)
 
     # -- reading ---------------------------------------------------------------------------------------------
-    def _changeset_rows(self, run: Sequence[Fragment], schema: pa.Schema, keys: pa.Table | None,
-                        key: Sequence[str]) -> pa.Table:
+    def _changeset_rows(
+        self, run: Sequence[Fragment], schema: pa.Schema, keys: pa.Table | None, key: Sequence[str]
+    ) -> pa.Table:
         parts = [self._restrict(self.read_fragment(f), f, keys, key) for f in self._overlapping(run, keys, key)]
         return concat_changes(parts, schema, key)
 
@@ -169,20 +173,31 @@ class TableIO:
         probe = keys.filter(in_range)
         if len(probe) == 0:
             return rows.slice(0, 0)
-        joined = rows.join(probe.select(list(key)), keys=list(key), join_type="inner", use_threads=True)
-        return joined.select(rows.column_names)
+        # Join the keys alone and take the matching rows: a join's output holds buffers sized for whole batches
+        # (megabytes per fragment even for a few rows), and a read of many fragments keeps every one of them.
+        at = "__dacflow_row"
+        hits = rows.select(list(key)).append_column(at, pa.array(np.arange(len(rows), dtype=np.int64)))
+        hits = hits.join(probe.select(list(key)), keys=list(key), join_type="inner", use_threads=True)
+        return rows.take(pa.array(np.sort(hits.column(at).to_numpy())))
 
     def rows(self, table: TableObject, keys: pa.Table | None = None) -> pa.Table:
         """The table's current rows (all, or only those whose key is in `keys`), sorted by key."""
         schema = schema_from_text(table.schema)
         key = list(table.key)
-        parts = [conform(self._restrict(self.read_fragment(f), f, keys, key), schema)
-                 for f in self._overlapping(table.base, keys, key)]
+        if keys is None:  # the base run is in key order: apply the changes fragment by fragment, no global sort
+            return pa.Table.from_batches(list(self.iter_batches(table, 1 << 62)), schema=schema)
+        parts = [
+            conform(self._restrict(self.read_fragment(f), f, keys, key), schema)
+            for f in self._overlapping(table.base, keys, key)
+        ]
         base = pa.concat_tables(parts) if parts else schema.empty_table()
         if not table.changes:
             return _sorted(base, key)
-        layers = [base.append_column(OP, pa.array(np.full(len(base), OP_UPDATE, np.int8)))
-                  .append_column(LAYER, pa.array(np.zeros(len(base), np.int64)))]
+        layers = [
+            base.append_column(OP, pa.array(np.full(len(base), OP_UPDATE, np.int8))).append_column(
+                LAYER, pa.array(np.zeros(len(base), np.int64))
+            )
+        ]
         for i, run in enumerate(table.changes, 1):
             ch = self._changeset_rows(run, schema, keys, key)
             after = ch.select([*schema.names, OP])
@@ -204,24 +219,30 @@ class TableIO:
         changes = self.changes_between_layers(table.changes, schema, key)
         final = latest(changes, key).select([*schema.names, OP])
         owner = _owning_fragment(final, table.base, schema, key)
+        order = np.argsort(owner, kind="stable")  # each fragment's changes as one slice (key order kept)
+        final, owner = final.take(pa.array(order)), owner[order]
+        starts = np.searchsorted(owner, np.arange(len(table.base) + 2), side="left")
         for i, frag in enumerate([*table.base, None]):
-            delta = final.filter(pa.array(owner == i))
+            delta = final.slice(int(starts[i]), int(starts[i + 1] - starts[i]))
             if frag is None:
                 rows = delta.filter(pc.not_equal(delta.column(OP), OP_DELETE)).select(schema.names)
             else:
                 base = conform(self.read_fragment(frag), schema)
                 base = base.append_column(OP, pa.array(np.full(len(base), OP_UPDATE, np.int8)))
-                both = pa.concat_tables([
-                    base.append_column(LAYER, pa.array(np.zeros(len(base), np.int64))),
-                    delta.append_column(LAYER, pa.array(np.ones(len(delta), np.int64))),
-                ])
+                both = pa.concat_tables(
+                    [
+                        base.append_column(LAYER, pa.array(np.zeros(len(base), np.int64))),
+                        delta.append_column(LAYER, pa.array(np.ones(len(delta), np.int64))),
+                    ]
+                )
                 merged = latest(both, key)
                 rows = merged.filter(pc.not_equal(merged.column(OP), OP_DELETE)).select(schema.names)
             if len(rows):
                 yield from rows.to_batches(batch_rows)
 
-    def changes_between_layers(self, runs: Sequence[Sequence[Fragment]], schema: pa.Schema,
-                               key: Sequence[str]) -> pa.Table:
+    def changes_between_layers(
+        self, runs: Sequence[Sequence[Fragment]], schema: pa.Schema, key: Sequence[str]
+    ) -> pa.Table:
         """All changeset rows of some runs with a LAYER column giving their order."""
         parts = []
         for i, run in enumerate(runs):
@@ -248,8 +269,13 @@ def _owning_fragment(rows: pa.Table, frags: Sequence[Fragment], schema: pa.Schem
         else:
             bound_cols[k] = pa.array(values, typ)
     marker, idx = "__dacflow_bound", "__dacflow_idx"
-    bounds = pa.table({**bound_cols, marker: pa.array(np.ones(len(frags), np.int8)),
-                       idx: pa.array(np.arange(len(frags), dtype=np.int64))})
+    bounds = pa.table(
+        {
+            **bound_cols,
+            marker: pa.array(np.ones(len(frags), np.int8)),
+            idx: pa.array(np.arange(len(frags), dtype=np.int64)),
+        }
+    )
     probe = rows.select(list(key)).append_column(marker, pa.array(np.zeros(n, np.int8)))
     probe = probe.append_column(idx, pa.array(np.arange(n, dtype=np.int64)))
     both = pa.concat_tables([probe, bounds.cast(probe.schema)])
@@ -294,8 +320,11 @@ def evolve_schema(old: pa.Schema, new: pa.Schema, key: Sequence[str]) -> pa.Sche
             have = old.field(f.name).type
             if have != f.type and not _castable(f.type, have):
                 raise SchemaConflictError(
-                    f"column {f.name!r} is {have} in the table but {f.type} in the new rows", column=f.name,
-                    expected=str(have), actual=str(f.type))
+                    f"column {f.name!r} is {have} in the table but {f.type} in the new rows",
+                    column=f.name,
+                    expected=str(have),
+                    actual=str(f.type),
+                )
         else:
             fields.append(pa.field(f.name, f.type, nullable=True))
     return pa.schema(fields)
@@ -311,22 +340,47 @@ def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
     numeric = (pa.types.is_integer, pa.types.is_floating)
     if any(t(src) for t in numeric) and any(t(dst) for t in numeric):
         return not (pa.types.is_floating(src) and pa.types.is_integer(dst))
-    return src.equals(dst) or (pa.types.is_string(src) and pa.types.is_large_string(dst)) or (
-        pa.types.is_timestamp(src) and pa.types.is_timestamp(dst)) or (
-        pa.types.is_dictionary(src) and src.value_type.equals(dst))
+    return (
+        src.equals(dst)
+        or (pa.types.is_string(src) and pa.types.is_large_string(dst))
+        or (pa.types.is_timestamp(src) and pa.types.is_timestamp(dst))
+        or (pa.types.is_dictionary(src) and src.value_type.equals(dst))
+    )
+
+
+def _cast_column(col: pa.ChunkedArray, f: pa.Field) -> pa.ChunkedArray:
+    """A written column in the table's type; values that do not fit raise `SchemaConflictError` naming it."""
+    try:
+        return col.cast(f.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaConflictError(
+            f"column {f.name!r} is {f.type} in the table and the new values do not fit: {str(exc).splitlines()[0]}",
+            column=f.name,
+            expected=str(f.type),
+            actual=str(col.type),
+        ) from None
 
 
 def _cast_rows(rows: pa.Table, schema: pa.Schema) -> pa.Table:
-    try:
-        return pa.Table.from_arrays(
-            [rows.column(f.name).cast(f.type) if f.name in rows.column_names else pa.nulls(len(rows), f.type)
-             for f in schema], schema=schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise SchemaConflictError(f"rows do not fit the table schema: {str(exc).splitlines()[0]}") from None
+    return pa.Table.from_arrays(
+        [
+            _cast_column(rows.column(f.name), f) if f.name in rows.column_names else pa.nulls(len(rows), f.type)
+            for f in schema
+        ],
+        schema=schema,
+    )
 
 
-def write_rows(io_: TableIO, writer: PackWriter, existing: TableObject | None, data: Any, key: Sequence[str] | None,
-               mode: str, *, dedupe: str | None = None) -> tuple[TableObject | None, WriteStats]:
+def write_rows(
+    io_: TableIO,
+    writer: PackWriter,
+    existing: TableObject | None,
+    data: Any,
+    key: Sequence[str] | None,
+    mode: str,
+    *,
+    dedupe: str | None = None,
+) -> tuple[TableObject | None, WriteStats]:
     """Apply a write to a table version; return the new version (None if nothing changed) and stats."""
     if mode not in MODES:
         raise UsageError(f"unknown table write mode {mode!r}; use one of {', '.join(MODES)}")
@@ -334,8 +388,11 @@ def write_rows(io_: TableIO, writer: PackWriter, existing: TableObject | None, d
     rows = to_arrow(data)
     if existing is not None:
         if key is not None and tuple(key) != existing.key:
-            raise SchemaConflictError(f"the table's key is {list(existing.key)}, not {list(key)}",
-                                      expected=list(existing.key), actual=list(key))
+            raise SchemaConflictError(
+                f"the table's key is {list(existing.key)}, not {list(key)}",
+                expected=list(existing.key),
+                actual=list(key),
+            )
         key = list(existing.key)
     elif not key:
         raise TableInputError("a new table needs a primary key: pass key=[column, ...]")
@@ -345,13 +402,17 @@ def write_rows(io_: TableIO, writer: PackWriter, existing: TableObject | None, d
     if existing is None or mode == "overwrite":
         if mode == "delete":
             raise TableInputError("cannot delete rows from a table that does not exist")
-        schema = rows.schema if existing is None else evolve_schema(schema_from_text(existing.schema),
-                                                                    rows.schema, key)
+        schema = rows.schema if existing is None else evolve_schema(schema_from_text(existing.schema), rows.schema, key)
         rows = _cast_rows(rows, schema)
         base = io_.write_run(writer, rows, key, params, stats)
         stats.inserted = len(rows)
         new = TableObject(schema_to_text(schema), tuple(key), len(rows), base, (), params)
-        if existing is not None and new.base == existing.base and not existing.changes and new.schema == existing.schema:
+        if (
+            existing is not None
+            and new.base == existing.base
+            and not existing.changes
+            and new.schema == existing.schema
+        ):
             return None, stats
         return new, stats
     old_schema = schema_from_text(existing.schema)
@@ -366,12 +427,20 @@ def write_rows(io_: TableIO, writer: PackWriter, existing: TableObject | None, d
     count = existing.rows + stats.inserted - stats.deleted
     new = TableObject(schema_to_text(schema), tuple(key), count, existing.base, existing.changes + (run,), params)
     if len(new.changes) >= COMPACT_AFTER:
+        writer.flush()  # compaction reads the changeset just written: publish it first
         new = compact(io_, writer, new, stats)
     return new, stats
 
 
-def _changeset(rows: pa.Table, current: pa.Table, schema: pa.Schema, key: list[str], mode: str,
-               provided: list[str], stats: WriteStats) -> pa.Table | None:
+def _changeset(
+    rows: pa.Table,
+    current: pa.Table,
+    schema: pa.Schema,
+    key: list[str],
+    mode: str,
+    provided: list[str],
+    stats: WriteStats,
+) -> pa.Table | None:
     """Classify each written row against the current rows and build the changeset (sorted by key)."""
     cs_schema = changeset_schema(schema, key)
     # Mark which written keys exist now, and fetch their current values aligned to the written rows.
@@ -396,17 +465,17 @@ def _changeset(rows: pa.Table, current: pa.Table, schema: pa.Schema, key: list[s
         dup = joined.filter(pa.array(exists)).select(key).slice(0, 1).to_pylist()[0]
         raise TableInputError(
             f"append: {int(exists.sum())} written key(s) already exist, e.g. {tuple(dup.values())!r}; "
-            "use mode='upsert' to update them", count=int(exists.sum()))
+            "use mode='upsert' to update them",
+            count=int(exists.sum()),
+        )
     after_cols: dict[str, Any] = {}
     same = np.ones(len(rows), dtype=bool)
     for f in schema:
         if f.name in key:
             continue
         old = joined.column(f.name)
-        if f.name in provided:
-            new = rows.column(f.name).cast(f.type)
-        else:
-            new = old  # a column the write does not mention keeps its value (null for new rows)
+        # A column the write does not mention keeps its value (null for new rows).
+        new = _cast_column(rows.column(f.name), f) if f.name in provided else old
         after_cols[f.name] = new
         same &= values_equal(new, old)
     same &= exists

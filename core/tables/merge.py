@@ -23,15 +23,31 @@ from ..errors import UsageError
 from ..objects import TableObject
 from ..odb import PackWriter
 from .diff import EXISTS_AFTER, EXISTS_BEFORE, net_changes
-from .engine import SchemaConflictError, TableIO, WriteStats, changeset_schema, conform, schema_from_text, schema_to_text
+from .engine import (
+    SchemaConflictError,
+    TableIO,
+    WriteStats,
+    changeset_schema,
+    conform,
+    schema_from_text,
+    schema_to_text,
+)
 from .rows import BEFORE, OP, OP_DELETE, OP_INSERT, OP_UPDATE, values_equal
 
 #: A policy callable returns this to leave a conflict unresolved.
 UNRESOLVED = object()
-CONFLICT_SCHEMA = pa.schema([
-    ("table", pa.string()), ("key", pa.string()), ("column", pa.string()), ("base", pa.string()),
-    ("ours", pa.string()), ("theirs", pa.string()), ("resolved", pa.bool_()), ("resolution", pa.string()),
-])
+CONFLICT_SCHEMA = pa.schema(
+    [
+        ("table", pa.string()),
+        ("key", pa.string()),
+        ("column", pa.string()),
+        ("base", pa.string()),
+        ("ours", pa.string()),
+        ("theirs", pa.string()),
+        ("resolved", pa.bool_()),
+        ("resolution", pa.string()),
+    ]
+)
 
 Policy = str | Callable[[dict[str, Any]], Any] | Mapping[str, Any]
 
@@ -46,11 +62,14 @@ def check_policy(policy: Policy) -> None:
                 raise UsageError(f"per-column policy keys must be column names, got {col!r}")
             check_policy(rule)
         return
-    if policy in ("fail", "ours", "theirs") or (isinstance(policy, str) and policy.startswith("latest:")
-                                                and len(policy) > 7):
+    if policy in ("fail", "ours", "theirs") or (
+        isinstance(policy, str) and policy.startswith("latest:") and len(policy) > 7
+    ):
         return
-    raise UsageError(f"unknown merge policy {policy!r}: use fail, ours, theirs, latest:<column>, "
-                     "a dict of per-column policies, or a callable")
+    raise UsageError(
+        f"unknown merge policy {policy!r}: use fail, ours, theirs, latest:<column>, "
+        "a dict of per-column policies, or a callable"
+    )
 
 
 def _rule(policy: Policy, column: str) -> Any:
@@ -76,12 +95,20 @@ class TableMerge:
         return [c for c in self.conflicts if not c["resolved"]]
 
 
-def merge_table(io_: TableIO, writer: PackWriter, name: str, base: TableObject | None, ours: TableObject,
-                theirs: TableObject, policy: Policy) -> TableMerge:
+def merge_table(
+    io_: TableIO,
+    writer: PackWriter,
+    name: str,
+    base: TableObject | None,
+    ours: TableObject,
+    theirs: TableObject,
+    policy: Policy,
+) -> TableMerge:
     """Merge `theirs` into `ours` from `base`; return the new version of ours (a changeset on top of it)."""
     if ours.key != theirs.key:
-        raise SchemaConflictError(f"table {name!r}: the key is {list(ours.key)} on one side and "
-                                  f"{list(theirs.key)} on the other", table=name)
+        raise SchemaConflictError(
+            f"table {name!r}: the key is {list(ours.key)} on one side and {list(theirs.key)} on the other", table=name
+        )
     key = list(ours.key)
     schema = _merged_schema(name, schema_from_text(ours.schema), schema_from_text(theirs.schema))
     values = [f.name for f in schema if f.name not in key]
@@ -115,8 +142,18 @@ def merge_table(io_: TableIO, writer: PackWriter, name: str, base: TableObject |
         theirs_row = {v: theirs_val[v][i].as_py() for v in values} if t_exists[i] else None
         base_row = {v: base_val[v][i].as_py() for v in values} if b_existed[i] else None
         choice = _resolve(rule, name, keys_py[i], "*", base_row, ours_row, theirs_row, ours_row, theirs_row)
-        conflicts.append(_conflict(name, keys_py[i], "*", base_row, ours_row, theirs_row, choice is not UNRESOLVED,
-                                   _label(rule, choice, ours_row, theirs_row)))
+        conflicts.append(
+            _conflict(
+                name,
+                keys_py[i],
+                "*",
+                base_row,
+                ours_row,
+                theirs_row,
+                choice is not UNRESOLVED,
+                _label(rule, choice, ours_row, theirs_row),
+            )
+        )
         if choice is UNRESOLVED or choice is ours_row:
             choice = ours_row  # unresolved: ours stays as it is (quarantine or failure decides the rest)
         if choice is not theirs_row:
@@ -136,12 +173,23 @@ def merge_table(io_: TableIO, writer: PackWriter, name: str, base: TableObject |
         for i in np.flatnonzero(clash):
             ours_c, theirs_c = o[i].as_py(), t[i].as_py()
             base_c = b[i].as_py() if b_existed[i] else None
-            choice = _resolve(rule, name, keys_py[i], v, base_c, ours_c, theirs_c,
-                              {w: ours_val[w][i].as_py() for w in values},
-                              {w: theirs_val[w][i].as_py() for w in values})
+            choice = _resolve(
+                rule,
+                name,
+                keys_py[i],
+                v,
+                base_c,
+                ours_c,
+                theirs_c,
+                {w: ours_val[w][i].as_py() for w in values},
+                {w: theirs_val[w][i].as_py() for w in values},
+            )
             resolved = choice is not UNRESOLVED
-            conflicts.append(_conflict(name, keys_py[i], v, base_c, ours_c, theirs_c, resolved,
-                                       _label(rule, choice, ours_c, theirs_c)))
+            conflicts.append(
+                _conflict(
+                    name, keys_py[i], v, base_c, ours_c, theirs_c, resolved, _label(rule, choice, ours_c, theirs_c)
+                )
+            )
             if resolved:
                 overrides[int(i)] = choice
         merged = _replace(merged, overrides)
@@ -171,8 +219,9 @@ def merge_table(io_: TableIO, writer: PackWriter, name: str, base: TableObject |
     run = io_.write_run(writer, change, key, dict(ours.params), stats)
     ins = int(((ops == OP_INSERT) & differs).sum())
     dels = int(((ops == OP_DELETE) & differs).sum())
-    new = TableObject(schema_to_text(schema), ours.key, ours.rows + ins - dels, ours.base, ours.changes + (run,),
-                      ours.params)
+    new = TableObject(
+        schema_to_text(schema), ours.key, ours.rows + ins - dels, ours.base, ours.changes + (run,), ours.params
+    )
     return TableMerge(new, conflicts, int(differs.sum()))
 
 
@@ -207,14 +256,26 @@ def _merged_schema(name: str, ours: pa.Schema, theirs: pa.Schema) -> pa.Schema:
             if not ours.field(f.name).type.equals(f.type):
                 raise SchemaConflictError(
                     f"table {name!r}: column {f.name!r} is {ours.field(f.name).type} on one side and {f.type} "
-                    "on the other", table=name, column=f.name)
+                    "on the other",
+                    table=name,
+                    column=f.name,
+                )
         else:
             fields.append(pa.field(f.name, f.type, nullable=True))
     return pa.schema(fields)
 
 
-def _resolve(rule: Any, table: str, key: dict[str, Any], column: str, base: Any, ours: Any, theirs: Any,
-             ours_row: Any, theirs_row: Any) -> Any:
+def _resolve(
+    rule: Any,
+    table: str,
+    key: dict[str, Any],
+    column: str,
+    base: Any,
+    ours: Any,
+    theirs: Any,
+    ours_row: Any,
+    theirs_row: Any,
+) -> Any:
     if callable(rule):
         return rule({"table": table, "key": key, "column": column, "base": base, "ours": ours, "theirs": theirs})
     if rule == "ours":
@@ -241,10 +302,19 @@ def _label(rule: Any, choice: Any, ours: Any, theirs: Any) -> str:
     return str(rule)
 
 
-def _conflict(table: str, key: dict[str, Any], column: str, base: Any, ours: Any, theirs: Any, resolved: bool,
-              resolution: str) -> dict[str, Any]:
-    return {"table": table, "key": _json(key), "column": column, "base": _json(base), "ours": _json(ours),
-            "theirs": _json(theirs), "resolved": resolved, "resolution": resolution}
+def _conflict(
+    table: str, key: dict[str, Any], column: str, base: Any, ours: Any, theirs: Any, resolved: bool, resolution: str
+) -> dict[str, Any]:
+    return {
+        "table": table,
+        "key": _json(key),
+        "column": column,
+        "base": _json(base),
+        "ours": _json(ours),
+        "theirs": _json(theirs),
+        "resolved": resolved,
+        "resolution": resolution,
+    }
 
 
 def conflicts_table(conflicts: list[dict[str, Any]]) -> pa.Table:

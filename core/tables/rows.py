@@ -76,8 +76,10 @@ def check_rows(table: pa.Table, key: Sequence[str], *, dedupe: str | None = None
         raise TableInputError("a table needs a primary key: pass key=[column, ...]")
     missing = [k for k in key if k not in table.column_names]
     if missing:
-        raise TableInputError(f"key column(s) {', '.join(missing)} not in the data (columns: "
-                              f"{', '.join(table.column_names)})", columns=missing)
+        raise TableInputError(
+            f"key column(s) {', '.join(missing)} not in the data (columns: {', '.join(table.column_names)})",
+            columns=missing,
+        )
     reserved = [c for c in table.column_names if c.startswith(RESERVED_PREFIX)]
     if reserved:
         raise TableInputError(f"column name(s) {', '.join(reserved)} are reserved by dacflow", columns=reserved)
@@ -85,18 +87,15 @@ def check_rows(table: pa.Table, key: Sequence[str], *, dedupe: str | None = None
         raise TableInputError("the data has duplicate column names")
     if keys_only:
         table = table.select(list(key))
-    table = table.combine_chunks()
-    for k in key:
+    for k in key:  # (no combine_chunks: the sort below copies the rows into one chunk anyway)
         col = table.column(k)
         if pa.types.is_dictionary(col.type):
             table = table.set_column(table.column_names.index(k), k, col.cast(col.type.value_type))
             col = table.column(k)
         if col.null_count:
-            raise TableInputError(f"key column {k!r} has {col.null_count} null value(s); keys must be set",
-                                  column=k)
+            raise TableInputError(f"key column {k!r} has {col.null_count} null value(s); keys must be set", column=k)
         if pa.types.is_floating(col.type):
-            raise TableInputError(f"key column {k!r} is floating point; use an integer, string or time key",
-                                  column=k)
+            raise TableInputError(f"key column {k!r} is floating point; use an integer, string or time key", column=k)
     table = table.append_column(LAYER, pa.array(np.arange(len(table), dtype=np.int64)))
     table = sort_by_key(table, key, extra=[(LAYER, "ascending")])
     first = first_of_run(table, key)
@@ -135,6 +134,7 @@ def first_of_run(table: pa.Table, key: Sequence[str]) -> pa.BooleanArray:
 
 # -- key hashing and content-defined cuts --------------------------------------------------------------------
 _M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+_HASH_BATCH = 1 << 18  # string keys are hashed this many values at a time
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -149,7 +149,12 @@ def _column_hash(col: pa.Array) -> np.ndarray:
     typ = col.type
     if pa.types.is_dictionary(typ):
         col, typ = col.cast(typ.value_type), typ.value_type
-    if pa.types.is_string(typ) or pa.types.is_binary(typ) or pa.types.is_large_string(typ) or pa.types.is_large_binary(typ):
+    if (
+        pa.types.is_string(typ)
+        or pa.types.is_binary(typ)
+        or pa.types.is_large_string(typ)
+        or pa.types.is_large_binary(typ)
+    ):
         return _bytes_hash(col)
     if pa.types.is_boolean(typ):
         return col.cast(pa.uint64()).to_numpy(zero_copy_only=False).astype(np.uint64)
@@ -165,12 +170,12 @@ def _column_hash(col: pa.Array) -> np.ndarray:
 
 def _bytes_hash(col: pa.Array) -> np.ndarray:
     """Polynomial hash of each string/binary value, vectorised (no Python loop over rows)."""
-    if pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type):
-        offsets_t = np.int64
-    else:
-        offsets_t = np.int32
-    col = col.cast(pa.large_binary() if offsets_t == np.int64 else pa.binary())
-    offs = np.frombuffer(col.buffers()[1], dtype=offsets_t)[col.offset : col.offset + len(col) + 1].astype(np.int64)
+    if len(col) > _HASH_BATCH:  # bound the temporaries (~32 bytes per byte of string data) on large columns
+        return np.concatenate([_bytes_hash(col.slice(i, _HASH_BATCH)) for i in range(0, len(col), _HASH_BATCH)])
+    large = pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type)
+    col = col.cast(pa.large_binary() if large else pa.binary())
+    offsets = np.frombuffer(col.buffers()[1], dtype=np.int64 if large else np.int32)
+    offs = offsets[col.offset : col.offset + len(col) + 1].astype(np.int64)
     data_buf = col.buffers()[2]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     start, end = offs[0], offs[-1]
