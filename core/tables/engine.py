@@ -14,7 +14,7 @@ import base64
 import io
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import DacflowError, UsageError
+from ..errors import CorruptObjectError, DacflowError, UsageError
 from ..objects import Fragment, TableObject, hash_bytes
 from ..odb import KIND_CHUNK, ObjectDatabase, PackWriter
 from .rows import (
@@ -101,7 +101,6 @@ class TableIO:
     """Reads and writes fragments of tables in one object database."""
 
     odb: ObjectDatabase
-    cache: dict[str, pa.Table] = field(default_factory=dict)
 
     # -- fragments -------------------------------------------------------------------------------------------
     def write_fragment(self, writer: PackWriter, rows: pa.Table, key: Sequence[str], stats: WriteStats) -> Fragment:
@@ -122,22 +121,17 @@ class TableIO:
         return Fragment(fid, len(rows), lo, hi, len(data))
 
     def read_fragment(self, frag: Fragment, columns: Sequence[str] | None = None) -> pa.Table:
-        table = self.cache.get(frag.id)
-        if table is None:
-            data = self.odb.get_bytes(frag.id)
-            try:
-                table = pq.read_table(pa.BufferReader(data))
-            except pa.ArrowInvalid as exc:
-                from ..errors import CorruptObjectError
-
-                raise CorruptObjectError(f"fragment {frag.id} is not valid Parquet: {exc}", id=frag.id) from None
-            if len(table) != frag.rows:
-                from ..errors import CorruptObjectError
-
-                raise CorruptObjectError(
-                    f"fragment {frag.id} has {len(table)} rows, its table says {frag.rows}", id=frag.id
-                )
-        return table.select(list(columns)) if columns is not None else table
+        """A fragment's rows (verified bytes; a fragment that is not the Parquet its table says is corrupt)."""
+        data = self.odb.get_bytes(frag.id)
+        try:
+            table = pq.read_table(pa.BufferReader(data), columns=list(columns) if columns is not None else None)
+        except pa.ArrowInvalid as exc:
+            raise CorruptObjectError(f"fragment {frag.id} is not valid Parquet: {exc}", id=frag.id) from None
+        if len(table) != frag.rows:
+            raise CorruptObjectError(
+                f"fragment {frag.id} has {len(table)} rows, its table says {frag.rows}", id=frag.id
+            )
+        return table
 
     def write_run(
         self, writer: PackWriter, rows: pa.Table, key: Sequence[str], params: dict[str, int], stats: WriteStats
