@@ -15,6 +15,7 @@ A transfer killed at any point leaves the destination valid; running it again se
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -24,7 +25,20 @@ from typing import Any
 
 from .errors import CorruptObjectError, DacflowError, PreconditionFailedError, RefConflictError, RefNotFoundError
 from .graph import COMMIT, DATA, edges, load
-from .odb import KIND_CHUNK, KIND_META, Location, PackWriter, decode_blob, decode_index, index_key, pack_key
+from .objects import hash_bytes
+from .odb import (
+    CODEC_RAW,
+    KIND_CHUNK,
+    KIND_META,
+    PACK_END,
+    PACK_MAGIC,
+    Location,
+    PackWriter,
+    decode_blob,
+    decode_index,
+    index_key,
+    pack_key,
+)
 from .refs import BRANCHES, TAGS
 from .repository import Repository
 from .snapshot import ProgressFn
@@ -118,8 +132,12 @@ def transfer(
     extra = [_counted(_as_repo(s)) for s in sources]
     report = TransferReport(src_repo.url, dst_repo.url)
     wanted = _select_refs(src_repo, refs)
-    dst_repo.odb.refresh()
-    plan = _Plan(src_repo, dst_repo)
+    # Both sides load their pack indexes (a listing and one read per pack) at the same time.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="dacflow-index") as pool:
+        loading = pool.submit(src_repo.odb.packs)
+        dst_repo.odb.refresh()
+        loading.result()
+    plan = _Plan(src_repo, dst_repo, workers)
     for _kind, _name, commit in wanted:
         plan.walk_commit(commit)
     report.commits = len(plan.commits)
@@ -177,8 +195,9 @@ def _select_refs(repo: Repository, names: Sequence[str] | None) -> list[tuple[st
 class _Plan:
     """What the destination lacks: data chunks (id → size) and metadata in dependency order."""
 
-    def __init__(self, src: Repository, dst: Repository) -> None:
+    def __init__(self, src: Repository, dst: Repository, workers: int = 8) -> None:
         self.src, self.dst = src, dst
+        self.workers = max(1, workers)
         self.seen: set[str] = set()
         self.chunks: dict[str, int] = {}
         self.meta_order: list[str] = []
@@ -186,6 +205,7 @@ class _Plan:
         self.commits: list[str] = []
         self.skipped = 0
         self.skipped_bytes = 0
+        self._fetched: dict[str, bytes] = {}  # metadata read ahead in batches (verified), not yet walked
 
     def _have(self, oid: str) -> bool:
         if oid in self.seen:
@@ -197,11 +217,85 @@ class _Plan:
         return False
 
     def _meta(self, oid: str) -> bytes:
-        data = self.meta_data[oid] = self.src.odb.get_bytes(oid)
+        data = self._fetched.pop(oid, None)
+        if data is None:
+            data = self.src.odb.get_bytes(oid)
+        self.meta_data[oid] = data
         return data
+
+    def _load(self, oid: str, what: str) -> Any:
+        # Parse the bytes `_meta` just read (verified) rather than reading them again. Parsed objects are not
+        # kept from the read-ahead: parsing twice is cheap, holding every parsed tree of a large history is not.
+        return load(self.src.odb.with_overlay({oid: self.meta_data[oid]}), oid, what)
+
+    def read_ahead(self, head: str) -> None:
+        """Read the metadata the walk will need, level by level, in few requests.
+
+        Each level's missing objects are grouped by source pack and fetched as coalesced byte ranges, in
+        parallel (one request per range, not one per object). Whatever fails here is simply read again, one
+        object at a time, by the walk itself, which reports errors as before.
+        """
+        frontier, visited = [(head, COMMIT)], {head}
+        while frontier:
+            need = [
+                oid
+                for oid, _ in frontier
+                if oid not in self.seen and oid not in self._fetched and not self.dst.odb.has(oid)
+            ]
+            self._fetch(need)
+            nxt = []
+            for oid, what in frontier:
+                data = self._fetched.get(oid)
+                if data is None:
+                    continue
+                try:
+                    obj = load(self.src.odb.with_overlay({oid: data}), oid, what)
+                except DacflowError:
+                    self._fetched.pop(oid, None)
+                    continue
+                for child, kind, _ in edges(obj):
+                    if kind != DATA and child not in visited:
+                        visited.add(child)
+                        nxt.append((child, kind))
+            frontier = nxt
+
+    def _fetch(self, oids: list[str]) -> None:
+        if not oids:
+            return
+        by_pack: dict[str, list[tuple[str, Location]]] = {}
+        for oid in oids:
+            loc = self.src.odb.locate(oid, refresh=False)
+            if loc is not None:
+                by_pack.setdefault(loc.pack, []).append((oid, loc))
+        jobs = [(pid, rng) for pid, items in by_pack.items() for rng in _ranges(items)]
+
+        def one(job: tuple[str, tuple[int, int, list[tuple[str, Location]]]]) -> list[tuple[str, bytes]]:
+            pid, (start, end, group) = job
+            try:
+                blob = self.src.store.get(pack_key(pid), (start, end))
+            except DacflowError:
+                return []
+            out = []
+            for oid, loc in group:
+                stored = blob[loc.offset - start : loc.offset - start + loc.length]
+                try:
+                    if len(stored) == loc.length:
+                        out.append((oid, decode_blob(oid, stored, f"pack {pid[:16]} of {self.src.url}")))
+                except CorruptObjectError:
+                    pass
+            return out
+
+        if len(jobs) == 1 or self.workers == 1:
+            results = [one(j) for j in jobs]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(jobs))) as pool:
+                results = list(pool.map(one, jobs))
+        for found in results:
+            self._fetched.update(found)
 
     def walk_commit(self, head: str) -> None:
         """Post-order walk: an object is listed after everything it references (parents before children)."""
+        self.read_ahead(head)
         stack: list[tuple[str, str, bool]] = [(head, COMMIT, False)]
         while stack:
             oid, what, expanded = stack.pop()
@@ -214,7 +308,7 @@ class _Plan:
                 continue
             self._meta(oid)
             stack.append((oid, what, True))
-            for child, kind, size in edges(load(self.src.odb, oid, what)):
+            for child, kind, size in edges(self._load(oid, what)):
                 if kind != DATA:
                     stack.append((child, kind, False))
                 elif child not in self.seen:
@@ -226,8 +320,15 @@ class _Plan:
                         self.chunks[child] = size
 
 
-def _copy_data(plan: _Plan, sources: list[Repository], dst: Repository, writer: PackWriter,
-               report: TransferReport, workers: int, progress: ProgressFn | None) -> None:
+def _copy_data(
+    plan: _Plan,
+    sources: list[Repository],
+    dst: Repository,
+    writer: PackWriter,
+    report: TransferReport,
+    workers: int,
+    progress: ProgressFn | None,
+) -> None:
     """Copy every chunk in the plan from some source that has it, in parallel, verified."""
     if not plan.chunks:
         return
@@ -293,11 +394,20 @@ def _assign(chunks: dict[str, int], sources: list[Repository]) -> dict[int, dict
     return out
 
 
-def _copy_pack(source: Repository, pack_id: str, items: list[tuple[str, Location]], dst: Repository,
-               writer: PackWriter, report: TransferReport, advance: Any) -> None:
+def _copy_pack(
+    source: Repository,
+    pack_id: str,
+    items: list[tuple[str, Location]],
+    dst: Repository,
+    writer: PackWriter,
+    report: TransferReport,
+    advance: Any,
+) -> None:
     pack_entries = source.odb.objects_by_pack().get(pack_id)
-    if pack_entries is not None and {oid for oid, _ in items} == set(pack_entries) and all(
-        loc.kind == KIND_CHUNK for loc in pack_entries.values()
+    if (
+        pack_entries is not None
+        and {oid for oid, _ in items} == set(pack_entries)
+        and all(loc.kind == KIND_CHUNK for loc in pack_entries.values())
     ):
         _copy_whole(source, pack_id, items, dst, report)
         advance(sum(loc.length for _, loc in items))
@@ -324,15 +434,26 @@ def _verified(source: Repository, oid: str, loc: Location, stored: bytes, pack_i
         return decode_blob(oid, again, f"pack {pack_id[:16]} of {source.url}")
 
 
-def _copy_whole(source: Repository, pack_id: str, items: list[tuple[str, Location]], dst: Repository,
-                report: TransferReport) -> None:
+def _copy_whole(
+    source: Repository, pack_id: str, items: list[tuple[str, Location]], dst: Repository, report: TransferReport
+) -> None:
     """Copy a data pack and its index as they are, after re-hashing every object in it."""
     data = source.store.get(pack_key(pack_id))
-    index_bytes = source.store.get(index_key(pack_id))
-    pid, created, entries = decode_index(index_key(pack_id), index_bytes)
+    index_bytes, parsed = _trailer_index(data, pack_id)
+    if parsed is None:  # no usable copy at the pack's end: read the index object
+        index_bytes = source.store.get(index_key(pack_id))
+        parsed = decode_index(index_key(pack_id), index_bytes)
+    pid, created, entries = parsed
+    view = memoryview(data)
     raw_total = 0
     for oid, loc in entries:
-        raw_total += len(_verified(source, oid, loc, data[loc.offset : loc.offset + loc.length], pack_id))
+        stored = view[loc.offset : loc.offset + loc.length]
+        # Stored raw (the common case for data): hash the bytes in place, no copy. Anything else, or a
+        # mismatch, takes the general path (decompress, re-read once, raise CorruptObjectError).
+        if len(stored) == loc.length > 0 and stored[0] == CODEC_RAW and hash_bytes(stored[1:]) == oid:
+            raw_total += loc.length - 1
+        else:
+            raw_total += len(_verified(source, oid, loc, bytes(stored), pack_id))
     for key, payload in ((pack_key(pack_id), data), (index_key(pack_id), index_bytes)):
         try:
             dst.store.put(key, payload, CREATE)
@@ -342,6 +463,25 @@ def _copy_whole(source: Repository, pack_id: str, items: list[tuple[str, Locatio
     report.sent(len(entries), len(data) + len(index_bytes), raw_total, source.url)
     with report._lock:
         report.packs_copied_whole += 1
+
+
+def _trailer_index(data: bytes, pack_id: str) -> tuple[bytes, Any]:
+    """The index a pack carries at its end (the same bytes as its index object), parsed, or (b"", None).
+
+    It saves a request per pack copied whole; it is used only if it parses and names this very pack.
+    """
+    tail = len(PACK_END) + 8
+    if len(data) < len(PACK_MAGIC) + tail or not data.endswith(PACK_END):
+        return b"", None
+    (size,) = struct.unpack("<Q", data[-tail : -len(PACK_END)])
+    if not 0 < size <= len(data) - len(PACK_MAGIC) - tail:
+        return b"", None
+    index_bytes = data[-tail - size : -tail]
+    try:
+        parsed = decode_index(index_key(pack_id), index_bytes)
+    except DacflowError:
+        return b"", None
+    return (index_bytes, parsed) if parsed[0] == pack_id else (b"", None)
 
 
 def _ranges(items: Iterable[tuple[str, Location]]) -> list[tuple[int, int, list[tuple[str, Location]]]]:

@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import read_tree, write_tree
 from dacflow import CorruptObjectError, DacflowError, RefConflictError, Repository, StoreError
-from dacflow.odb import pack_key
+from dacflow.odb import index_key, pack_key
 from dacflow.stores.local import LocalStore
 from dacflow.stores.wrappers import FaultStore, RetryStore
 from dacflow.transfer import clone, transfer
@@ -53,8 +52,30 @@ def test_whole_data_packs_are_copied_as_they_are(tmp_path: Path) -> None:
     assert report.packs_copied_whole >= 2
     data_packs = [p for p, objs in src.odb.objects_by_pack().items() if all(loc.kind == "c" for loc in objs.values())]
     for pid in data_packs:
-        assert (Path(dst.store.root) / pack_key(pid)).read_bytes() == (Path(src.store.root) / pack_key(pid)).read_bytes()
+        assert (Path(dst.store.root) / pack_key(pid)).read_bytes() == (
+            Path(src.store.root) / pack_key(pid)
+        ).read_bytes()
     assert Repository.open(dst.url).check(read_data=True).ok
+
+
+def test_whole_pack_copy_takes_the_index_from_the_pack_end_or_else_the_index_object(tmp_path: Path) -> None:
+    src = Repository.init(str(tmp_path / "src"), pack_size=1 << 20)
+    snap(src, tmp_path / "d", {"a": os.urandom(3_000_000)})
+    data_packs = [p for p, objs in src.odb.objects_by_pack().items() if all(loc.kind == "c" for loc in objs.values())]
+    root = Path(src.store.root)
+    first = transfer(src, Repository.init(str(tmp_path / "dst")))
+    for pid in data_packs:  # the index object is copied byte for byte, without reading it from the source
+        assert (tmp_path / "dst" / index_key(pid)).read_bytes() == (root / index_key(pid)).read_bytes()
+    # Damage the trailer of one pack (not its objects): the index object is read instead.
+    pack = root / pack_key(data_packs[0])
+    data = bytearray(pack.read_bytes())
+    data[-16:-8] = bytes(8)  # the index length
+    pack.write_bytes(bytes(data))
+    second = transfer(Repository.open(src.url), Repository.init(str(tmp_path / "dst2")))
+    assert second.packs_copied_whole == first.packs_copied_whole
+    assert second.requests == first.requests + 1
+    assert (tmp_path / "dst2" / index_key(data_packs[0])).read_bytes() == (root / index_key(data_packs[0])).read_bytes()
+    assert Repository.open(str(tmp_path / "dst2")).check(read_data=False).ok
 
 
 def test_tags_branches_and_divergence(repo: Repository, hub: Repository, tmp_path: Path) -> None:
@@ -156,7 +177,7 @@ def test_faults_are_retried_or_surface_typed(tmp_path: Path, rng) -> None:
     store = RetryStore(faulty, base_delay=0.0)
     model: dict[str, bytes] = {}
     outcomes = {"ok": 0, "typed": 0}
-    for i in range(500):
+    for _ in range(500):
         op = rng.choice(["put", "create", "cas", "get", "delete"])
         key = f"k/{rng.randrange(12)}"
         data = os.urandom(rng.randrange(0, 2000))
