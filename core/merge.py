@@ -166,7 +166,9 @@ class _TreeMerger:
             if sub is None:
                 return None
             size = self.sizes[sub] if sub in self.sizes else self.odb.get_tree(sub).size
-            return TreeEntry((o or t or b).name, DIR, sub, size, MODE_DIR)
+            named = o or t or b
+            assert named is not None  # kinds == {DIR} means at least one side has the entry
+            return TreeEntry(named.name, DIR, sub, size, MODE_DIR)
         if o is not None and t is not None and kinds == {TABLE} and (b is None or b.kind == TABLE):
             return self.table(b, o, t, path)
         return self.path_conflict(b, o, t, path)

@@ -343,6 +343,20 @@ class ObjectDatabase:
             self._by_pack = None
 
 
+class _AddsObjects:
+    """`add_object` for anything with `add(oid, payload, kind)`: encode, hash, add as metadata."""
+
+    def add(self, oid: str, payload: bytes | memoryview, kind: str) -> bool:
+        raise NotImplementedError
+
+    def add_object(self, obj: FileObject | Tree | Commit | TableObject) -> str:
+        """Encode, hash and add a metadata object; return its id."""
+        data = obj.encode()
+        oid = hash_bytes(data)
+        self.add(oid, data, KIND_META)
+        return oid
+
+
 @dataclass
 class _OpenPack:
     """A pack being filled in a staging file; writers reserve a range under the lock and write it outside."""
@@ -356,7 +370,7 @@ class _OpenPack:
     full: bool = False
 
 
-class PackWriter:
+class PackWriter(_AddsObjects):
     """Appends objects to packs in staging files and publishes each finished pack in the background.
 
     Data chunks and metadata go to separate packs (as restic does): reading trees never touches data packs, and
@@ -432,13 +446,6 @@ class PackWriter:
                     self._seal(pack)
                 self._cond.notify_all()
         return True
-
-    def add_object(self, obj: FileObject | Tree | Commit | TableObject) -> str:
-        """Encode, hash and add a metadata object; return its id."""
-        data = obj.encode()
-        oid = hash_bytes(data)
-        self.add(oid, data, KIND_META)
-        return oid
 
     def _new_pack(self, kind: str) -> _OpenPack:
         staging = self.odb.store.staging_dir()
@@ -526,7 +533,7 @@ class PackWriter:
             self._open.clear()
 
 
-class MemoryWriter:
+class MemoryWriter(_AddsObjects):
     """A `PackWriter` stand-in that keeps metadata in memory and drops chunk data (for `status`)."""
 
     def __init__(self, odb: ObjectDatabase) -> None:
@@ -545,12 +552,6 @@ class MemoryWriter:
         else:
             self.chunks.add(oid)
         return True
-
-    def add_object(self, obj: FileObject | Tree | Commit | TableObject) -> str:
-        data = obj.encode()
-        oid = hash_bytes(data)
-        self.add(oid, data, KIND_META)
-        return oid
 
     def view(self) -> ObjectDatabase:
         """The repository's objects with these in-memory ones on top."""

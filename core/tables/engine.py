@@ -207,8 +207,8 @@ class TableIO:
         schema = schema_from_text(table.schema)
         key = list(table.key)
         if not table.changes:
-            for frag in table.base:
-                yield from conform(self.read_fragment(frag), schema).to_batches(batch_rows)
+            for base_frag in table.base:
+                yield from conform(self.read_fragment(base_frag), schema).to_batches(batch_rows)
             return
         changes = self.changes_between_layers(table.changes, schema, key)
         final = latest(changes, key).select([*schema.names, OP])
@@ -216,7 +216,8 @@ class TableIO:
         order = np.argsort(owner, kind="stable")  # each fragment's changes as one slice (key order kept)
         final, owner = final.take(pa.array(order)), owner[order]
         starts = np.searchsorted(owner, np.arange(len(table.base) + 2), side="left")
-        for i, frag in enumerate([*table.base, None]):
+        frags: list[Fragment | None] = [*table.base, None]  # None: changes past the last fragment
+        for i, frag in enumerate(frags):
             delta = final.slice(int(starts[i]), int(starts[i + 1] - starts[i]))
             if frag is None:
                 rows = delta.filter(pc.not_equal(delta.column(OP), OP_DELETE)).select(schema.names)

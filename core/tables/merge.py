@@ -158,8 +158,8 @@ def merge_table(
             choice = ours_row  # unresolved: ours stays as it is (quarantine or failure decides the rest)
         if choice is not theirs_row:
             row_overrides[int(i)] = choice
-    for i, row in row_overrides.items():
-        result_exists[i] = row is not None
+    for j, row in row_overrides.items():
+        result_exists[j] = row is not None
     # Cells: both sides keep the row and both changed it.
     cell_rows = both & t_exists & o_exists
     for v in values:
