@@ -16,8 +16,10 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from .errors import DacflowError, UnsafePathError, UsageError
 from .names import MAX_TREE_DEPTH, META_DIR
@@ -153,25 +155,35 @@ class Checkout:
 
     def _write_file(self, entry: TreeEntry, dir_fd: int, where: str) -> None:
         fobj = self.odb.get_file(entry.ref)
+
+        def write(out: BinaryIO) -> None:
+            for chunk in fobj.chunks:
+                data = self.odb.get_chunk(chunk, entry.ref)  # verified (hash, size): raises before a bad byte
+                out.write(data)
+                self._advance(len(data))
+
+        self._publish(entry.name, 0o755 if entry.mode == MODE_EXEC else 0o644, write, dir_fd, where)
+
+    def _write_bytes(self, name: str, data: bytes, dir_fd: int, where: str) -> None:
+        self._publish(name, 0o644, lambda out: out.write(data), dir_fd, where)
+        self._advance(len(data))
+
+    def _publish(self, name: str, mode: int, write: Callable[[BinaryIO], object], dir_fd: int, where: str) -> None:
+        """Write a file under a temporary name and rename it into place only when complete."""
         tmp = f".dacflow-tmp-{uuid.uuid4().hex}"
-        mode = 0o755 if entry.mode == MODE_EXEC else 0o644
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
         try:
             with open(fd, "wb", buffering=1 << 20, closefd=True) as out:
-                for chunk in fobj.chunks:
-                    # Verified (hash and size): raises before a bad byte is written.
-                    data = self.odb.get_chunk(chunk, entry.ref)
-                    out.write(data)
-                    self._advance(len(data))
-            self._clear(entry.name, dir_fd, where, keep_dir=False)
-            os.replace(tmp, entry.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                write(out)
+            self._clear(name, dir_fd, where, keep_dir=False)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException as exc:
             try:
                 os.unlink(tmp, dir_fd=dir_fd)
             except FileNotFoundError:
                 pass
             if isinstance(exc, DacflowError):
-                raise type(exc)(f"{exc.message} (while writing {where}/{entry.name})", **exc.data) from None
+                raise type(exc)(f"{exc.message} (while writing {where}/{name})", **exc.data) from None
             raise
         with self.stats._lock:
             self.stats.files += 1
@@ -214,24 +226,6 @@ class Checkout:
             self._write_bytes(next(names), _parquet(schema.empty_table()), dir_fd, where)
         info = {"key": list(table.key), "rows": table.rows, "table": entry.ref}
         self._write_bytes("_dacflow_table.json", json.dumps(info).encode(), dir_fd, where)
-
-    def _write_bytes(self, name: str, data: bytes, dir_fd: int, where: str) -> None:
-        tmp = f".dacflow-tmp-{uuid.uuid4().hex}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
-        try:
-            with open(fd, "wb", closefd=True) as out:
-                out.write(data)
-            self._clear(name, dir_fd, where, keep_dir=False)
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dir_fd)
-            except FileNotFoundError:
-                pass
-            raise
-        with self.stats._lock:
-            self.stats.files += 1
-        self._advance(len(data))
 
     def _advance(self, n: int) -> None:
         with self.stats._lock:
