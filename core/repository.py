@@ -105,6 +105,7 @@ class Repository:
         self.config = config
         self.odb = ObjectDatabase(store, pack_size=config.pack_size, compression_level=config.level)
         self.refs = Refs(store)
+        self._tio: Any = None
 
     # -- opening ---------------------------------------------------------------------------------------------
     @classmethod
@@ -525,12 +526,12 @@ class Repository:
 
     # -- tables ----------------------------------------------------------------------------------------------
     def _table_io(self) -> Any:
-        from .tables.engine import TableIO
+        """The table reader/writer (pyarrow is imported on first use, not with the repository)."""
+        if self._tio is None:
+            from .tables.engine import TableIO
 
-        io_ = self.__dict__.get("_tio")
-        if io_ is None:
-            io_ = self.__dict__["_tio"] = TableIO(self.odb)
-        return io_
+            self._tio = TableIO(self.odb)
+        return self._tio
 
     def table_object(self, ref: str, name: str) -> TableObject | None:
         """The table `name` in snapshot `ref`, or None if there is none; a non-table at that path is an error."""
@@ -542,7 +543,8 @@ class Repository:
             raise UsageError(f"{name!r} in {ref} is a {entry.kind}, not a table", path=name)
         return self.odb.get_table(entry.ref)
 
-    def _require_table(self, ref: str, name: str) -> TableObject:
+    def require_table(self, ref: str, name: str) -> TableObject:
+        """The table `name` in snapshot `ref`; raise `RefNotFoundError` if there is none."""
         table = self.table_object(ref, name)
         if table is None:
             raise RefNotFoundError(f"no table {name!r} in {ref}", ref=ref, path=name)
@@ -613,18 +615,18 @@ class Repository:
 
     def read_table(self, ref: str, name: str, columns: Sequence[str] | None = None) -> Any:
         """The rows of table `name` in snapshot `ref` as an Arrow table, sorted by key."""
-        rows = self._table_io().rows(self._require_table(ref, name))
+        rows = self._table_io().rows(self.require_table(ref, name))
         return rows.select(list(columns)) if columns is not None else rows
 
     def iter_table(self, ref: str, name: str, batch_rows: int = 65536) -> Iterator[Any]:
         """Stream a table as Arrow record batches in key order, one fragment at a time (bounded memory)."""
-        return self._table_io().iter_batches(self._require_table(ref, name), batch_rows)
+        return self._table_io().iter_batches(self.require_table(ref, name), batch_rows)
 
     def table_schema(self, ref: str, name: str) -> Any:
         """The Arrow schema and key of a table: (schema, key columns)."""
         from .tables.engine import schema_from_text
 
-        table = self._require_table(ref, name)
+        table = self.require_table(ref, name)
         return schema_from_text(table.schema), list(table.key)
 
     def diff_table(self, a: str, b: str, table: str) -> Any:

@@ -135,7 +135,7 @@ def table_schema(ctx: Ctx, ref: str, name: str) -> None:
     """Show the columns, types and key of table NAME in snapshot REF."""
     repo = ctx.open()
     schema, key = repo.table_schema(ref, name)
-    rows = repo._require_table(ref, name).rows
+    rows = repo.require_table(ref, name).rows
     doc = {
         "table": name,
         "key": key,
