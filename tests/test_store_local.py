@@ -94,3 +94,24 @@ def test_live_lock_is_respected(tmp_path: Path) -> None:
     t.join(10)
     assert done.is_set()
     assert store.get("refs/branches/main") == b"b"
+
+
+def test_read_only_wrapper_reads_and_refuses_every_write(tmp_path: Path) -> None:
+    from dacflow import Repository
+    from dacflow.stores.wrappers import ReadOnlyStore
+
+    repo = Repository.init(str(tmp_path / "r"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data")
+    head = repo.snapshot(str(src), "main").commit
+    before = sorted(p for p in (tmp_path / "r").rglob("*") if p.is_file())
+    ro = Repository.open_store(ReadOnlyStore(LocalStore(str(tmp_path / "r"))))
+    assert ro.read_file("main", "f") == b"data" and ro.check(read_data=True).ok
+    (src / "f").write_bytes(b"changed")
+    with pytest.raises(StoreError, match="read-only"):
+        ro.snapshot(str(src), "main")
+    with pytest.raises(StoreError, match="read-only"):
+        ro.tag("v1", "main")
+    assert sorted(p for p in (tmp_path / "r").rglob("*") if p.is_file()) == before
+    assert Repository.open(str(tmp_path / "r")).head("main") == head
