@@ -317,3 +317,16 @@ def test_files_written_just_before_a_snapshot_are_cached_after_a_moment(repo: Re
     repo.snapshot(str(src), "main")
     again = repo.snapshot(str(src), "main")
     assert again.stats["files_cached"] == 1 and again.stats["files_hashed"] == 0
+
+
+def test_a_deep_change_rewrites_only_the_trees_on_its_path(repo: Repository, tmp_path: Path) -> None:
+    files = {f"d{a}/e{b}/f{c}.txt": f"{a}{b}{c}".encode() for a in range(5) for b in range(5) for c in range(8)}
+    src = write_tree(tmp_path / "src", files)  # 200 files in 31 directories
+    repo.snapshot(str(src), "main")
+    before = {oid for oid, loc in repo.odb.entries() if loc.kind == "m"}
+    (src / "d3" / "e1" / "f5.txt").write_bytes(b"changed")
+    repo.snapshot(str(src), "main")
+    fresh = Repository.open(repo.url)
+    new = {oid for oid, loc in fresh.odb.entries() if loc.kind == "m"} - before
+    assert len(new) == 5  # root, d3, d3/e1 trees + the file object + the commit; nothing else
+    assert fresh.head("main") in new
