@@ -555,10 +555,10 @@ def test_iter_table_matches_read_table_through_many_changesets(
             if step == 1:
                 lo, hi = bounds[len(bounds) // 2]
                 doomed |= {k for k in live if lo <= k <= hi}
-            repo.write_table("main", "s", table_of(dict.fromkeys(doomed, {}), []), key, "delete")
+            done = repo.write_table("main", "s", table_of(dict.fromkeys(doomed, {}), []), key, "delete")
             for k in doomed:
                 del model[k]
-            edits += 1
+            edits += done.created
             continue
         elif kind == 2:  # partial updates of one column
             for k in rng.sample(sorted(model), 30):
@@ -573,14 +573,14 @@ def test_iter_table_matches_read_table_through_many_changesets(
             for _ in range(5):
                 rows[(rng.randrange(-10, 900) * 2 + 1, rng.choice("bc"))] = {"v": 0, "w": "x"}
         cols = sorted({c for v in rows.values() for c in v})
-        repo.write_table("main", "s", table_of(rows, cols), key, "upsert")
+        done = repo.write_table("main", "s", table_of(rows, cols), key, "upsert")
         for k, v in rows.items():
             model[k] = {**model.get(k, {"v": None, "w": None}), **v}
-        edits += 1
+        edits += done.created  # a write that changes nothing (values already there) makes no changeset
         if step % 10 == 9:
             check(f"after step {step}")
     table = repo.table_object("main", "s")
-    assert len(table.changes) == edits and table.base == frags  # still one base with many changesets
+    assert len(table.changes) == edits >= 25 and table.base == frags  # still one base with many changesets
     check("final")
 
 
