@@ -21,6 +21,7 @@ from typing import Any
 from .checkout import Checkout, CheckoutStats, read_checkout_marker, write_checkout_marker
 from .config import CONFIG_KEY, RepoConfig
 from .errors import (
+    InvalidRefNameError,
     KeyNotFoundError,
     ObjectNotFoundError,
     PreconditionFailedError,
@@ -207,6 +208,20 @@ class Repository:
         """The commit a branch points at, or None if the branch does not exist."""
         return self.refs.get(BRANCHES, check_ref_name(branch))
 
+    def _is_branch(self, name: object) -> bool:
+        """True if `name` is an existing branch (one ref read, not a listing of every ref)."""
+        try:
+            check_ref_name(name)  # type: ignore[arg-type]
+        except InvalidRefNameError:
+            return False  # also keeps a hand-edited checkout marker from naming a hostile key
+        return self.refs.get(BRANCHES, name) is not None  # type: ignore[arg-type]
+
+    def _checkout_branch(self, src: str) -> str:
+        """The branch a directory was checked out from (its .dacflow marker), else the default branch."""
+        marker = read_checkout_marker(src)
+        ref = marker.get("ref") if marker else None
+        return ref if isinstance(ref, str) and self._is_branch(ref) else self.default_branch
+
     def branch(self, name: str, from_: str | None = None) -> Branch:
         """Return branch `name`, creating it at `from_` (default: the default branch) if it does not exist."""
         check_ref_name(name)
@@ -359,8 +374,7 @@ class Repository:
         t0 = time.perf_counter()
         src = os.path.abspath(src)
         if branch is None:
-            marker = read_checkout_marker(src)
-            branch = marker["ref"] if marker and marker.get("ref") in self.branches() else self.default_branch
+            branch = self._checkout_branch(src)
         check_ref_name(branch)
         cache = StatCache(self.config.id, src, enabled=use_cache)
         with RepoLock(self.store, exclusive=False, purpose="snapshot"), self.odb.writer() as writer:
@@ -678,7 +692,7 @@ class Repository:
         total = self.odb.get_tree(entry.ref).size
         stats = Checkout(self.odb, force=force, progress=progress).run(entry.ref, dest, total)
         if not path:
-            write_checkout_marker(dest, self.url, ref if ref in self.branches() else commit_id, commit_id)
+            write_checkout_marker(dest, self.url, ref if self._is_branch(ref) else commit_id, commit_id)
         return commit_id, stats
 
     def diff(self, a: str, b: str, table: str | None = None) -> Any:
@@ -695,8 +709,7 @@ class Repository:
         """
         src = os.path.abspath(src)
         if branch is None:
-            marker = read_checkout_marker(src)
-            branch = marker["ref"] if marker and marker.get("ref") in self.branches() else self.default_branch
+            branch = self._checkout_branch(src)
         head = self.resolve(branch)
         overlay = MemoryWriter(self.odb)
         builder = TreeBuilder(overlay, self.config.chunker, StatCache(self.config.id, src))  # type: ignore[arg-type]

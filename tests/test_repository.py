@@ -330,3 +330,12 @@ def test_a_deep_change_rewrites_only_the_trees_on_its_path(repo: Repository, tmp
     new = {oid for oid, loc in fresh.odb.entries() if loc.kind == "m"} - before
     assert len(new) == 5  # root, d3, d3/e1 trees + the file object + the commit; nothing else
     assert fresh.head("main") in new
+
+
+def test_a_hand_edited_checkout_marker_falls_back_to_the_default_branch(repo: Repository, tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", {"a": b"1"})
+    (src / ".dacflow").mkdir()
+    for bogus in ("../../x", "no-such-branch", ""):
+        (src / ".dacflow" / "checkout.json").write_text(json.dumps({"ref": bogus}))
+        assert repo.snapshot(str(src)).branch == "main"
+        assert repo.status(str(src))[0] == "main"
