@@ -284,6 +284,7 @@ def merge(
                     "conflicts": len(result.conflict_list),
                     "unresolved": len(result.unresolved),
                     "policy": _policy_name(policy),
+                    "rows_changed": dict(result.tables),
                 },
             )
             commit = Commit(

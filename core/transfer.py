@@ -23,7 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CorruptObjectError, DacflowError, PreconditionFailedError, RefConflictError, RefNotFoundError
+from .errors import (
+    CorruptObjectError,
+    DacflowError,
+    PreconditionFailedError,
+    RefConflictError,
+    RefNotFoundError,
+    RepositoryNotFoundError,
+)
 from .graph import COMMIT, DATA, edges, load
 from .objects import hash_bytes
 from .odb import (
@@ -160,18 +167,34 @@ def transfer(
     return report
 
 
-def clone(src: Repository | str, dst_url: str, **kwargs: Any) -> tuple[Repository, TransferReport]:
-    """Create a repository at `dst_url` with the source's chunking and compression, and copy every ref."""
-    source = _as_repo(src)
+def init_like(source: Repository, dst_url: str, **store_options: Any) -> Repository:
+    """Create a repository at `dst_url` with the source's chunking, compression and default branch, so that
+    the same data makes the same objects on both sides."""
     cfg = source.config
-    dst = Repository.init(
+    return Repository.init(
         dst_url,
         compression=cfg.compression,
         compression_level=cfg.compression_level,
         pack_size=cfg.pack_size,
         chunker=cfg.chunker,
         default_branch=source.default_branch,
+        **store_options,
     )
+
+
+def open_or_init_like(source: Repository, dst_url: str, **store_options: Any) -> Repository:
+    """Open the repository at `dst_url`, or create it like `source` when there is none (a first push)."""
+    try:
+        return Repository.open(dst_url, **store_options)
+    except RepositoryNotFoundError:
+        log.info("creating a repository at %s like %s", dst_url, source.url)
+        return init_like(source, dst_url, **store_options)
+
+
+def clone(src: Repository | str, dst_url: str, **kwargs: Any) -> tuple[Repository, TransferReport]:
+    """Create a repository at `dst_url` with the source's chunking and compression, and copy every ref."""
+    source = _as_repo(src)
+    dst = init_like(source, dst_url)
     return dst, transfer(source, dst, None, force=True, **kwargs)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from airflow_support import airflow_dags  # noqa: F401  (the session's Airflow DAG folder and database)
 from dacflow import Repository
 from emulators import (  # noqa: F401  (session-scoped cloud emulators and per-test cloud environments)
     azure_env,
@@ -20,6 +23,18 @@ from emulators import (  # noqa: F401  (session-scoped cloud emulators and per-t
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# One Airflow home, DAG folder and SQLite metadata database for the whole run (migrated on first use, see
+# tests/airflow_support.py). Set before anything imports Airflow, which reads its configuration at import.
+AIRFLOW_HOME = tempfile.mkdtemp(prefix="dacflow-airflow-")
+os.environ["AIRFLOW_HOME"] = AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(AIRFLOW_HOME, "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{AIRFLOW_HOME}/airflow.db"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

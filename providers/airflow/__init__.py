@@ -1,6 +1,9 @@
-"""Apache Airflow 3 provider for dacflow (hooks, operators, sensors, triggers, assets).
+"""Apache Airflow 3 provider for dacflow.
 
-A placeholder until the provider lands: importing it needs no Airflow.
+Modules: `hooks` (DacHook: connections -> repositories, cross-cloud transfer), `operators` (DacSnapshotOperator,
+DacWriteTableOperator, DacBranchOperator, DacMergeOperator, DacDiffOperator, DacTransferOperator, DacTagOperator),
+`sensors` (DacSnapshotSensor), `triggers` (DacSnapshotTrigger, DacBranchEventTrigger for AssetWatcher) and
+`assets` (dacflow:// asset URIs). Importing this package itself needs no Airflow.
 """
 
 from __future__ import annotations

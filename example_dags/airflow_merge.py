@@ -1,0 +1,87 @@
+"""Merge: fan the region branches into `main`, then the doctors' corrections, with a conflict report.
+
+Runs when any region branch on the hub moves (the ingestion DAG's transfers update those assets). Regions
+write disjoint readings, so their merges are clean; the doctors corrected readings that a region has since
+re-sent recalibrated, so merging the corrections meets cell conflicts: the doctor's value wins
+(`policy="theirs"`) and every conflict is reported in XCom (`conflicts`) and by the `report` task.
+"""
+
+from __future__ import annotations
+
+import heart_data as hd
+from airflow.sdk import DAG, Param, task
+from dacflow.providers.airflow.assets import create_asset
+from dacflow.providers.airflow.operators import DacBranchOperator, DacMergeOperator, DacWriteTableOperator
+
+HUB, HUB_CONN = hd.hub_url(), hd.conn_id("hub")
+region_assets = [create_asset(HUB, f"region/{r}") for r in hd.REGIONS]
+
+with DAG(
+    "dacflow_merge",
+    schedule=region_assets[0] | region_assets[1] | region_assets[2],
+    catchup=False,
+    params={"round": Param(1, type="integer", minimum=1), "policy": Param("theirs", type="string")},
+    tags=["dacflow", "example"],
+    doc_md=__doc__,
+) as dag:
+    corrections_branch = DacBranchOperator(
+        task_id="corrections_branch", dacflow_conn_id=HUB_CONN, url=HUB, branch="corrections", from_ref="main"
+    )
+
+    @task
+    def doctors_corrections(params: dict | None = None) -> list[dict]:
+        """The cardiologists' corrections of this round (rows of earlier batches), as rows for the table write."""
+        round_ = int((params or {})["round"])
+        rows: list[dict] = []
+        if round_ > 1:
+            for region in hd.REGIONS:
+                rows += hd.corrections(region, round_).to_pylist()
+        return rows
+
+    correct = DacWriteTableOperator(
+        task_id="write_corrections",
+        dacflow_conn_id=HUB_CONN,
+        url=HUB,
+        branch="corrections",
+        table=hd.TABLE,
+        data=doctors_corrections(),
+        key=hd.KEY,
+        mode="upsert",
+        message="doctors' corrections, round {{ params.round }}",
+    )
+    merges = [
+        DacMergeOperator(
+            task_id=f"merge_{r.replace('-', '_')}",
+            dacflow_conn_id=HUB_CONN,
+            url=HUB,
+            source=f"region/{r}",
+            into="main",
+            policy="theirs",
+        )
+        for r in hd.REGIONS
+    ]
+    merge_corrections = DacMergeOperator(
+        task_id="merge_corrections",
+        dacflow_conn_id=HUB_CONN,
+        url=HUB,
+        source="corrections",
+        into="main",
+        policy="{{ params.policy }}",
+        message="doctors' corrections into main",
+    )
+
+    @task
+    def report(ti=None) -> dict:
+        """The conflict report of the corrections merge (what a data steward reviews)."""
+        summary = ti.xcom_pull(task_ids="merge_corrections", key="conflicts") or {"count": 0, "rows": []}
+        for c in summary["rows"]:
+            ti.log.info("conflict %s %s: ours=%s theirs=%s -> %s", c["key"], c["column"], c["ours"], c["theirs"],
+                        c["resolution"])  # fmt: skip
+        return summary
+
+    corrections_branch >> correct
+    for m in merges:
+        corrections_branch >> m  # the doctors worked on main as it was before this round's merges
+        m >> merge_corrections
+    merges[0] >> merges[1] >> merges[2]
+    correct >> merge_corrections >> report()
