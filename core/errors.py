@@ -106,6 +106,10 @@ class KeyNotFoundError(StoreError):
     """A store key does not exist."""
 
 
+class ContainerNotFoundError(StoreError):
+    """The bucket or container a store URL names does not exist."""
+
+
 class PreconditionFailedError(StoreError):
     """A conditional write lost: the key exists (create) or changed (if_match)."""
 
@@ -117,6 +121,7 @@ class RepositoryLockedError(DacflowError):
 
 
 __all__ = [
+    "ContainerNotFoundError",
     "CorruptObjectError",
     "DacflowError",
     "InvalidRefNameError",

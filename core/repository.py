@@ -21,6 +21,7 @@ from typing import Any
 from .checkout import Checkout, CheckoutStats, read_checkout_marker, write_checkout_marker
 from .config import CONFIG_KEY, RepoConfig
 from .errors import (
+    ContainerNotFoundError,
     InvalidRefNameError,
     KeyNotFoundError,
     ObjectNotFoundError,
@@ -183,6 +184,10 @@ class Repository:
         except KeyNotFoundError:
             raise RepositoryNotFoundError(
                 f"no dacflow repository at {store.url}; create one with `dacflow init {store.url}`", url=store.url
+            ) from None
+        except ContainerNotFoundError as exc:
+            raise RepositoryNotFoundError(
+                f"no dacflow repository at {store.url}: {exc}; `dacflow init {store.url}` creates both", url=store.url
             ) from None
         return cls(store, RepoConfig.decode(data, store.url))
 
@@ -362,13 +367,15 @@ class Repository:
         allow_empty: bool = False,
         workers: int | None = None,
         tables: Mapping[str, tuple[str, Sequence[str]]] | None = None,
+        dedupe: str | None = None,
     ) -> CommitResult:
         """Store directory `src` and commit it on `branch` (created from the default branch if missing).
 
         The commit's tree is exactly `src`; if the branch moved meanwhile, the commit lands on top of the new
         head, which stays in history. An unchanged tree makes no commit unless `allow_empty`.
         `tables` declares tables: {name: (glob below src, key columns)}; the matching Parquet/CSV files are
-        stored as that table (row-level versions) instead of as files.
+        stored as that table (row-level versions) instead of as files. A key found twice is an error unless
+        `dedupe="last"` (the row from the file last in name order wins, e.g. a re-sent batch).
         """
         started = time.time()
         t0 = time.perf_counter()
@@ -382,7 +389,7 @@ class Repository:
             sources = self._table_sources(src, tables or {})
             tree = builder.build(src, frozenset(p for files, _ in sources.values() for p in files))
             if sources:
-                tree = self._snapshot_tables(writer, tree, branch, sources)
+                tree = self._snapshot_tables(writer, tree, branch, sources, dedupe)
             result = self._commit(
                 branch,
                 writer,
@@ -415,7 +422,12 @@ class Repository:
         return out
 
     def _snapshot_tables(
-        self, writer: PackWriter, tree: str, branch: str, sources: Mapping[str, tuple[list[str], list[str]]]
+        self,
+        writer: PackWriter,
+        tree: str,
+        branch: str,
+        sources: Mapping[str, tuple[list[str], list[str]]],
+        dedupe: str | None = None,
     ) -> str:
         """Store each declared table (overwriting its previous version, sharing unchanged fragments)."""
         from .tables.engine import write_rows
@@ -424,7 +436,7 @@ class Repository:
         entries: dict[str, TreeEntry | None] = {}
         for name, (files, key) in sources.items():
             existing = self.table_object(head, name) if head else None
-            new, _ = write_rows(self._table_io(), writer, existing, files, key, "overwrite")
+            new, _ = write_rows(self._table_io(), writer, existing, files, key, "overwrite", dedupe=dedupe)
             table = new if new is not None else existing
             assert table is not None
             tid = writer.add_object(table)

@@ -29,6 +29,7 @@ from .errors import (
     PreconditionFailedError,
     RefConflictError,
     RefNotFoundError,
+    RepositoryExistsError,
     RepositoryNotFoundError,
 )
 from .graph import COMMIT, DATA, edges, load
@@ -188,7 +189,10 @@ def open_or_init_like(source: Repository, dst_url: str, **store_options: Any) ->
         return Repository.open(dst_url, **store_options)
     except RepositoryNotFoundError:
         log.info("creating a repository at %s like %s", dst_url, source.url)
+    try:
         return init_like(source, dst_url, **store_options)
+    except RepositoryExistsError:  # a concurrent first push created it meanwhile
+        return Repository.open(dst_url, **store_options)
 
 
 def clone(src: Repository | str, dst_url: str, **kwargs: Any) -> tuple[Repository, TransferReport]:

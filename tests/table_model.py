@@ -130,9 +130,16 @@ def model_write(state: State, w: Write) -> Expected:
         rows = list(last.items())
     new = {k: dict(v) for k, v in state.items()}
     if w.mode == "overwrite":
-        return Expected(
-            {k: {c: v.get(c) if c in w.columns else None for c in VALUES} for k, v in rows}, {"inserted": len(rows)}
-        )
+        after = {k: {c: v.get(c) if c in w.columns else None for c in VALUES} for k, v in rows}
+        if tuple(w.columns) != tuple(VALUES) or not state:
+            return Expected(after, {"inserted": len(rows)})  # a new base run
+        ins = sum(1 for k in after if k not in state)
+        upd = sum(1 for k in after if k in state and after[k] != state[k])
+        dele = sum(1 for k in state if k not in after)
+        if upd + dele > len(state) // 2:
+            return Expected(after, {"inserted": len(rows)})  # most old rows change: a new base run
+        # a small change: one changeset with exact counts
+        return Expected(after, {"inserted": ins, "updated": upd, "deleted": dele, "unchanged": len(after) - ins - upd})
     if w.mode == "delete":
         present = [k for k, _ in rows if k in new]
         for k in present:

@@ -450,34 +450,53 @@ def test_small_upsert_stores_about_the_changed_rows(repo: Repository, rng: Any) 
     assert np.array_equal(got.column("x").to_numpy(), want_x)
 
 
-def test_overwrite_reuses_untouched_fragments(repo: Repository) -> None:
+def test_overwrite_stores_a_small_change_as_a_changeset(repo: Repository) -> None:
+    """Overwriting a table with a few rows changed (a re-snapshotted landing area) stores one small changeset:
+    the base fragments stay, and what a transfer must send follows the change, not the table."""
     n = 200_000
     base = _big(n, 1)
     first = repo.write_table("main", "big", base, KEY, "overwrite")
     total = first.stats["fragments_new"]
     assert total >= 4
     ids = [f.id for f in repo.table_object("main", "big").base]
-    # Change one value in the middle.
+    table_bytes = first.stats["bytes_new"]
     x = base.column("x").to_numpy().copy()
     x[n // 2] += 1
-    res = repo.write_table("main", "big", base.set_column(2, "x", pa.array(x)), KEY, "overwrite")
+    changed = base.set_column(2, "x", pa.array(x))
+    res = repo.write_table("main", "big", changed, KEY, "overwrite")
     print("one changed value:", res.stats)
-    assert res.stats["fragments_new"] == 1 and res.stats["fragments_reused"] == total - 1
-    # Delete one row near the start, or insert one there (everything after it moves by one row): only the
-    # fragment around it changes, possibly split or joined with a neighbour.
+    assert (res.stats["inserted"], res.stats["updated"], res.stats["deleted"]) == (0, 1, 0)
+    assert res.stats["fragments_new"] == 1 and res.stats["bytes_new"] < table_bytes / 100
+    assert [f.id for f in repo.table_object("main", "big").base] == ids
     keep = np.ones(n, bool)
     keep[n // 10] = False
-    res = repo.write_table("main", "big", base.filter(pa.array(keep)), KEY, "overwrite")
-    print("one row deleted:", res.stats)
-    assert res.stats["fragments_new"] <= 2 and res.stats["fragments_reused"] >= total - 2
     extra = pa.table({"pid": ["u000200"], "ts": [1000], "x": [1], "y": [0.5], "s": ["new"]}, schema=base.schema)
-    res = repo.write_table("main", "big", pa.concat_tables([base, extra]), KEY, "overwrite")
-    print("one row inserted:", res.stats)
-    assert res.stats["fragments_new"] <= 2 and res.stats["fragments_reused"] >= total - 2
+    final = pa.concat_tables([changed.filter(pa.array(keep)), extra])
+    res = repo.write_table("main", "big", final, KEY, "overwrite")
+    print("one row deleted, one inserted:", res.stats)
+    assert (res.stats["inserted"], res.stats["updated"], res.stats["deleted"]) == (1, 0, 1)
+    assert res.stats["bytes_new"] < table_bytes / 100
+    order = [(k, "ascending") for k in KEY]
+    assert repo.read_table("main", "big").sort_by(order).equals(final.sort_by(order))
+    # The same rows again: nothing to commit.
+    again = repo.write_table("main", "big", final, KEY, "overwrite")
+    assert not again.created and again.commit == res.commit
+
+
+def test_overwrite_of_most_rows_writes_a_new_base_that_reuses_untouched_fragments(repo: Repository) -> None:
+    n = 200_000
+    base = _big(n, 1)
+    first = repo.write_table("main", "big", base, KEY, "overwrite")
+    total = first.stats["fragments_new"]
+    x = base.column("x").to_numpy().copy()
+    x[n // 4 :] += 1  # three quarters of the rows change: a new base run, cut at the same content boundaries
+    res = repo.write_table("main", "big", base.set_column(2, "x", pa.array(x)), KEY, "overwrite")
+    print("three quarters changed:", res.stats, "of", total)
+    table = repo.table_object("main", "big")
+    assert not table.changes and res.stats["fragments_reused"] >= total // 4 - 1
     # Rewriting the first version shares every fragment with it: nothing new at all.
     res = repo.write_table("main", "big", base, KEY, "overwrite")
     assert res.stats["fragments_new"] == 0 and res.stats["bytes_new"] == 0
-    assert [f.id for f in repo.table_object("main", "big").base] == ids
 
 
 def test_same_data_same_fragments(repo: Repository, tmp_path: Path, rng: Any) -> None:

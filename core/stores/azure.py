@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import KeyNotFoundError, PreconditionFailedError, StoreError, UsageError
+from ..errors import ContainerNotFoundError, KeyNotFoundError, PreconditionFailedError, StoreError, UsageError
 from ._cloud import (
     CloudKeys,
     RetryWatch,
@@ -31,6 +31,10 @@ from ._cloud import (
 from .base import OVERWRITE, ObjectInfo, PutMode, default_staging_dir
 
 log = logging.getLogger(__name__)
+# The SDK logs every request's headers at INFO; unless the application chose a level, keep that out of task logs.
+_HTTP_LOG = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+if _HTTP_LOG.level == logging.NOTSET:
+    _HTTP_LOG.setLevel(logging.WARNING)
 
 _OPTIONS = {"connection_string", "account_url", "account_name", "credential", "max_attempts", "client"}
 _MAX_SINGLE_PUT = 256 << 20  # packs go up in one Put Blob: no uncommitted blocks are left by a failure
@@ -146,7 +150,11 @@ class AzureStore:
         code = str(getattr(exc, "error_code", "") or "")
         if op == "put" and (code in _LOST or status in (409, 412)):
             return PreconditionFailedError(f"conditional write of {where} lost ({code or status})", key=key)
-        if status == 404 and code != "ContainerNotFound":
+        if code == "ContainerNotFound":
+            return ContainerNotFoundError(
+                f"container {self.container!r} does not exist (Azure {op} of {where})", key=key
+            )
+        if status == 404:
             return KeyNotFoundError(f"no key {where}", key=key)
         from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import KeyNotFoundError, PreconditionFailedError, StoreError
+from ..errors import ContainerNotFoundError, KeyNotFoundError, PreconditionFailedError, StoreError
 from ._cloud import (
     CloudKeys,
     RetryWatch,
@@ -155,7 +155,9 @@ class S3Store:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in _LOST or (status in (409, 412) and op == "put"):
             return PreconditionFailedError(f"conditional write of {where} lost ({code or status})", key=key)
-        if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and code != "NoSuchBucket"):
+        if code == "NoSuchBucket":
+            return ContainerNotFoundError(f"bucket {self.bucket!r} does not exist (S3 {op} of {where})", key=key)
+        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
             return KeyNotFoundError(f"no key {where}", key=key)
         text = redact(one_line(f"{code}: {err.get('Message', '')}"), self._secrets)
         cls = error_class(status, code in _BUSY)

@@ -394,6 +394,13 @@ def write_rows(
     key = list(key)
     rows = check_rows(rows, key, dedupe=dedupe, keys_only=(mode == "delete"))
     params = dict(existing.params) if existing is not None else dict(DEFAULT_PARAMS)
+    if existing is not None and mode == "overwrite":
+        change = _overwrite_changes(io_, existing, rows, key, stats)
+        if change is not None:  # a small change to a big table: one changeset, so cost follows the change
+            if not len(change):
+                return None, stats
+            return _with_changeset(io_, writer, existing, change, schema_from_text(existing.schema), params, stats)
+        stats = WriteStats()
     if existing is None or mode == "overwrite":
         if mode == "delete":
             raise TableInputError("cannot delete rows from a table that does not exist")
@@ -418,6 +425,20 @@ def write_rows(
     change = _changeset(rows, current, schema, key, mode, provided, stats)
     if change is None:
         return None, stats
+    return _with_changeset(io_, writer, existing, change, schema, params, stats)
+
+
+def _with_changeset(
+    io_: TableIO,
+    writer: PackWriter,
+    existing: TableObject,
+    change: pa.Table,
+    schema: pa.Schema,
+    params: dict[str, Any],
+    stats: WriteStats,
+) -> tuple[TableObject, WriteStats]:
+    """The table version `existing` plus one changeset (compacted when changesets pile up)."""
+    key = list(existing.key)
     run = io_.write_run(writer, change, key, params, stats)
     count = existing.rows + stats.inserted - stats.deleted
     new = TableObject(schema_to_text(schema), tuple(key), count, existing.base, existing.changes + (run,), params)
@@ -425,6 +446,29 @@ def write_rows(
         writer.flush()  # compaction reads the changeset just written: publish it first
         new = compact(io_, writer, new, stats)
     return new, stats
+
+
+def _overwrite_changes(
+    io_: TableIO, existing: TableObject, rows: pa.Table, key: list[str], stats: WriteStats
+) -> pa.Table | None:
+    """An overwrite of an existing table as one changeset (inserts, updates, deletes); None when the overwrite
+    changes the schema or updates/deletes more than half the rows, where a new base run is the better layout
+    (inserts alone never are: they cost the same either way, and only a changeset keeps the old rows' bytes)."""
+    schema = schema_from_text(existing.schema)
+    if sorted(rows.column_names) != sorted(schema.names) or evolve_schema(schema, rows.schema, key) != schema:
+        return None
+    rows = _cast_rows(rows, schema)
+    current = conform(io_.rows(existing), schema)
+    provided = [c for c in rows.column_names if c not in key]
+    upserts = _changeset(rows, current, schema, key, "upsert", provided, stats)
+    gone = current.select(key).join(rows.select(key), keys=key, join_type="left anti")
+    deletes = _changeset(gone, current, schema, key, "delete", [], stats) if len(gone) else None
+    if stats.updated + stats.deleted > existing.rows // 2:
+        return None
+    parts = [p for p in (upserts, deletes) if p is not None]
+    if not parts:
+        return changeset_schema(schema, key).empty_table()
+    return pa.concat_tables(parts).sort_by([(k, "ascending") for k in key])
 
 
 def _changeset(
