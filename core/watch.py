@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UsageError
+from .config import CONFIG_KEY
+from .errors import RepositoryNotFoundError, UsageError
 from .refs import BRANCHES, Refs
 from .repository import Repository
 
@@ -90,8 +91,12 @@ class BranchWatch:
         self._token: str | None = None
 
     def poll(self) -> BranchMove | None:
-        """Look once; return the move if the branch is at a new commit that matches, else None."""
+        """Look once; return the move if the branch is at a new commit that matches, else None.
+
+        A missing branch is waited for; a missing repository raises `RepositoryNotFoundError`."""
         info = self.repo.store.head(self._key)
+        if info is None and self.repo.store.head(CONFIG_KEY) is None:  # not a missing branch: a vanished repo
+            raise RepositoryNotFoundError(f"the dacflow repository at {self.repo.url} is gone", url=self.repo.url)
         if info is None or (self._token is not None and info.token == self._token):
             return None
         commit, token = self.repo.refs.read(BRANCHES, self.branch)

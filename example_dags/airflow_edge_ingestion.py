@@ -46,6 +46,7 @@ with DAG(
                 source_conn_id=conn,
                 branch=f"region/{region}",
                 tables={hd.TABLE: ("*.parquet", hd.KEY)},
+                dedupe="last",  # a re-sent reading in a later batch replaces the earlier one
                 message=f"{region} batch {{{{ params.round }}}}",
             )
             to_hub = DacTransferOperator(

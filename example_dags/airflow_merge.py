@@ -8,12 +8,16 @@ re-sent recalibrated, so merging the corrections meets cell conflicts: the docto
 
 from __future__ import annotations
 
+import logging
+
 import heart_data as hd
 from airflow.sdk import DAG, Param, task
 from dacflow.providers.airflow.assets import create_asset
 from dacflow.providers.airflow.operators import DacBranchOperator, DacMergeOperator, DacWriteTableOperator
 
+log = logging.getLogger(__name__)
 HUB, HUB_CONN = hd.hub_url(), hd.conn_id("hub")
+CORRECTIONS = "corrections/round-{{ params.round }}"  # the doctors review main as it was when the round began
 region_assets = [create_asset(HUB, f"region/{r}") for r in hd.REGIONS]
 
 with DAG(
@@ -25,7 +29,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     corrections_branch = DacBranchOperator(
-        task_id="corrections_branch", dacflow_conn_id=HUB_CONN, url=HUB, branch="corrections", from_ref="main"
+        task_id="corrections_branch", dacflow_conn_id=HUB_CONN, url=HUB, branch=CORRECTIONS, from_ref="main"
     )
 
     @task
@@ -42,7 +46,7 @@ with DAG(
         task_id="write_corrections",
         dacflow_conn_id=HUB_CONN,
         url=HUB,
-        branch="corrections",
+        branch=CORRECTIONS,
         table=hd.TABLE,
         data=doctors_corrections(),
         key=hd.KEY,
@@ -64,7 +68,7 @@ with DAG(
         task_id="merge_corrections",
         dacflow_conn_id=HUB_CONN,
         url=HUB,
-        source="corrections",
+        source=CORRECTIONS,
         into="main",
         policy="{{ params.policy }}",
         message="doctors' corrections into main",
@@ -75,7 +79,7 @@ with DAG(
         """The conflict report of the corrections merge (what a data steward reviews)."""
         summary = ti.xcom_pull(task_ids="merge_corrections", key="conflicts") or {"count": 0, "rows": []}
         for c in summary["rows"]:
-            ti.log.info("conflict %s %s: ours=%s theirs=%s -> %s", c["key"], c["column"], c["ours"], c["theirs"],
+            log.info("conflict %s %s: ours=%s theirs=%s -> %s", c["key"], c["column"], c["ours"], c["theirs"],
                         c["resolution"])  # fmt: skip
         return summary
 

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 REGIONS = {"na-aws": "s3", "na-gcp": "gs", "eu-azure": "az"}  # region -> the cloud its edge runs on
-KEY = ["device_id", "ts"]
+KEY = ["ts", "device_id"]  # time first: new readings sort after old ones, so a batch only appends fragments
 TABLE = "readings"
 ROWS_PER_ROUND = 2000
 RESENT = 5  # readings of the previous round each round re-sends, recalibrated

@@ -183,7 +183,7 @@ class DacHook(BaseHook):
                 want = _FOREIGN[conn.conn_type]
                 if _scheme(url) != want:
                     raise UsageError(
-                        f"connection {self.dacflow_conn_id!r} is a {conn.conn_type} connection; it opens "
+                        f"connection {self.dacflow_conn_id!r} has type {conn.conn_type!r}; it opens "
                         f"{want}:// URLs, not {_scheme(url)}://"
                     )
                 if want == "s3":
@@ -254,19 +254,22 @@ class DacHook(BaseHook):
         meta: Mapping[str, Any] | None = None,
         tables: Mapping[str, tuple[str, Sequence[str]]] | None = None,
         source_conn_id: str | None = None,
+        dedupe: str | None = None,
         create: bool = True,
     ) -> dict[str, Any]:
-        """Commit a local directory or an object-store prefix (`s3://…`, `gs://…`, `az://…`) on `branch`."""
+        """Commit a local directory or an object-store prefix (`s3://…`, `gs://…`, `az://…`) on `branch`.
+
+        `tables` declares tables among the files; `dedupe="last"` lets a later file's row win a repeated key."""
         repo = self.get_repo(create=create)
         if _scheme(source) in CLOUD_SCHEMES:
             with tempfile.TemporaryDirectory(prefix="dacflow-stage-") as staged:
                 n = stage_prefix(source, staged, source_conn_id)
                 log.info("staged %d object(s) from %s", n, source)
-                result = repo.snapshot(staged, branch, message, meta, tables=tables)
+                result = repo.snapshot(staged, branch, message, meta, tables=tables, dedupe=dedupe)
         else:
             if not os.path.isdir(source):
                 raise UsageError(f"snapshot source {source!r} is not a directory")
-            result = repo.snapshot(source, branch, message, meta, tables=tables)
+            result = repo.snapshot(source, branch, message, meta, tables=tables, dedupe=dedupe)
         return result.to_json()
 
     def write_table(
@@ -279,6 +282,7 @@ class DacHook(BaseHook):
         mode: str = "append",
         message: str = "",
         meta: Mapping[str, Any] | None = None,
+        dedupe: str | None = None,
     ) -> dict[str, Any]:
         """Write rows (a Parquet/CSV/JSON-lines path, a list of dicts or an Arrow table) to `table` on `branch`."""
         rows = load_rows(data)

@@ -18,6 +18,7 @@ from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from dacflow import DacflowError, MergeConflictError
 from dacflow.errors import TransientStoreError
+from dacflow.watch import describe_move
 
 from .assets import SCHEME, create_asset, parse_uri
 from .hooks import DacHook
@@ -113,8 +114,9 @@ class DacBaseOperator(BaseOperator):
 class DacSnapshotOperator(DacBaseOperator):
     """Commit a directory or an object-store prefix (`s3://`, `gs://`, `az://`) on `branch`.
 
-    `tables` declares tables inside it ({name: (glob, key columns)}); `source_conn_id` supplies credentials
-    for a cloud source. Returns the commit result (commit, parent, created, file and byte counts).
+    `tables` declares tables inside it ({name: (glob, key columns)}), `dedupe="last"` lets a later file win
+    a repeated key; `source_conn_id` supplies credentials for a cloud source. Returns the commit result
+    (commit, parent, created, file and byte counts).
     """
 
     template_fields: Sequence[str] = ("source", "branch", "message", "url", "meta")
@@ -128,11 +130,12 @@ class DacSnapshotOperator(DacBaseOperator):
         meta: dict[str, Any] | None = None,
         tables: dict[str, tuple[str, Sequence[str]]] | None = None,
         source_conn_id: str | None = None,
+        dedupe: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.source, self.branch, self.message, self.meta = source, branch, message, meta or {}
-        self.tables, self.source_conn_id = tables, source_conn_id
+        self.tables, self.source_conn_id, self.dedupe = tables, source_conn_id, dedupe
         self.declare_outlet(branch)
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -141,7 +144,7 @@ class DacSnapshotOperator(DacBaseOperator):
             meta = {**self.meta, **run_meta(context)}
             result = hook.snapshot(
                 self.source, self.branch, message=self.message or f"snapshot of {self.source}", meta=meta,
-                tables=self.tables, source_conn_id=self.source_conn_id,
+                tables=self.tables, source_conn_id=self.source_conn_id, dedupe=self.dedupe,
             )  # fmt: skip
         self.announce(context, hook, self.branch, result, [Asset(name=self.source, uri=_source_uri(self.source))])
         return json_safe(result)
@@ -165,11 +168,12 @@ class DacWriteTableOperator(DacBaseOperator):
         key: Sequence[str] | None = None,
         mode: str = "append",
         message: str = "",
+        dedupe: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.branch, self.table, self.data, self.key = branch, table, data, list(key) if key else None
-        self.mode, self.message = mode, message
+        self.mode, self.message, self.dedupe = mode, message, dedupe
         self.declare_outlet(branch)
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -177,7 +181,7 @@ class DacWriteTableOperator(DacBaseOperator):
         with failing_with_one_line():
             result = hook.write_table(
                 self.branch, self.table, self.data, key=self.key, mode=self.mode,
-                message=self.message or f"{self.mode} {self.table}", meta=run_meta(context),
+                message=self.message or f"{self.mode} {self.table}", meta=run_meta(context), dedupe=self.dedupe,
             )  # fmt: skip
         self.announce(context, hook, self.branch, result)
         return json_safe(result)
@@ -334,8 +338,9 @@ class DacTransferOperator(BaseOperator):
         moved = {r.split("/", 1)[1]: v for r, v in report["refs"].items() if r.startswith("branches/")}
         for outlet in self.outlets:
             uri = getattr(outlet, "uri", "")
-            if uri.startswith(f"{SCHEME}://") and parse_uri(uri)[1] in moved:
-                context["outlet_events"][outlet].extra = json_safe(moved[parse_uri(uri)[1]])
+            if uri.startswith(f"{SCHEME}://") and (move := moved.get(parse_uri(uri)[1])) and move["to"]:
+                described = describe_move(target.get_repo(), parse_uri(uri)[1], move["to"], move["from"])
+                context["outlet_events"][outlet].extra = json_safe(described.to_json())
         target.record_lineage(inputs, outputs)
         self._lineage = (inputs, outputs)
         log.info("sent %d bytes in %d objects (%d skipped)", report["bytes_sent"], report["objects_sent"],
