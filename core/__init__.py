@@ -15,6 +15,7 @@ from __future__ import annotations
 from .errors import (
     CorruptObjectError,
     DacflowError,
+    GateRejectedError,
     InvalidRefNameError,
     ObjectNotFoundError,
     RefConflictError,
@@ -41,6 +42,7 @@ __all__ = [
     "CommitResult",
     "CorruptObjectError",
     "DacflowError",
+    "GateRejectedError",
     "InvalidRefNameError",
     "MergeConflictError",
     "MergeResult",

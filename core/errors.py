@@ -120,10 +120,23 @@ class RepositoryLockedError(DacflowError):
     exit_code = 9
 
 
+class SignatureError(DacflowError):
+    """No trusted key's signature verifies a commit (`reason`: unsigned, unknown_key, bad_signature, unsupported)."""
+
+    exit_code = 11
+
+
+class GateRejectedError(DacflowError):
+    """A gate or plugin vetoed a ref move (`reasons`: every reason, in order); the branch stayed where it was."""
+
+    exit_code = 12
+
+
 __all__ = [
     "ContainerNotFoundError",
     "CorruptObjectError",
     "DacflowError",
+    "GateRejectedError",
     "InvalidRefNameError",
     "KeyNotFoundError",
     "ObjectNotFoundError",
@@ -134,6 +147,7 @@ __all__ = [
     "RepositoryExistsError",
     "RepositoryLockedError",
     "RepositoryNotFoundError",
+    "SignatureError",
     "StoreError",
     "TransientStoreError",
     "UnsafePathError",

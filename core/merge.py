@@ -242,6 +242,11 @@ def merge(
     if quarantine is not None:
         check_ref_name(quarantine)
     theirs = repo.resolve(source)
+    from .gates import Gatekeeper
+
+    keeper = Gatekeeper.load(repo)  # the gates of `into` (dacflow.gates): a veto leaves it where it was
+    if quarantine is not None:
+        keeper.check_quarantine(quarantine)
     for _attempt in range(50):
         ours, token = repo.refs.read(BRANCHES, into)
         if ours is None:
@@ -254,10 +259,12 @@ def merge(
             result.seconds = time.perf_counter() - t0
             return result  # already merged
         if base == ours:
+            change = keeper.check("merge", into, ours, theirs, source)  # a fast-forward is a merge for the gates
             try:
                 repo.refs.swap(BRANCHES, into, theirs, token)
             except RefConflictError:
                 continue
+            keeper.after(change)
             result.commit, result.fast_forward = theirs, True
             result.seconds = time.perf_counter() - t0
             return result
@@ -292,10 +299,12 @@ def merge(
             )
             cid = writer.add_object(commit)
             writer.flush()
+            change = keeper.check("merge", into, ours, cid, source)  # before the swap: a veto moves nothing
             try:
                 repo.refs.swap(BRANCHES, into, cid, token)
             except RefConflictError:
                 continue  # into moved: merge again onto its new head
+            keeper.after(change)
             result.commit = cid
             if result.unresolved and quarantine is not None:
                 result.quarantine = _quarantine(repo, writer, quarantine, cid, trees, theirs, result)

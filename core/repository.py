@@ -33,6 +33,7 @@ from .errors import (
     RepositoryNotFoundError,
     UsageError,
 )
+from .gates import Gatekeeper
 from .locks import RepoLock
 from .names import check_ref_name, split_path
 from .objects import (
@@ -255,6 +256,7 @@ class Repository:
             raise RefNotFoundError(f"no branch {name!r}", ref=name)
         if name == self.default_branch:
             raise UsageError(f"refusing to delete the default branch {name!r}", ref=name)
+        Gatekeeper.load(self).check_delete(name)
         self.refs.delete(BRANCHES, name)
         return head
 
@@ -507,6 +509,7 @@ class Repository:
         A missing branch is created at this commit (its parent the head of `create_from`) when that is given,
         so a write that fails before its commit leaves no new branch behind."""
         base_tree = self.odb.get_commit(base).tree if base else None
+        keeper = Gatekeeper.load(self)  # gates and plugins (dacflow.gates): one small read when there are none
         delay = 0.001
         for _attempt in range(MAX_ATTEMPTS):
             head, token = self.refs.read(BRANCHES, branch)
@@ -541,13 +544,16 @@ class Repository:
             commit = Commit(new_tree, (head,), message, default_author(), utc_now(), dict(meta or {}))
             cid = writer.add_object(commit)
             writer.flush()  # every object the commit reaches is readable before the ref can point at it
+            change = keeper.check("commit", branch, head, cid)  # a veto raises GateRejectedError; the ref stays
             try:
                 self.refs.swap(BRANCHES, branch, cid, token)
-                log.info("branch %s -> %s", branch, cid[:16])
-                return CommitResult(cid, branch, True, head)
             except RefConflictError:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 1.5, 0.05)
+                continue
+            log.info("branch %s -> %s", branch, cid[:16])
+            keeper.after(change)  # after-commit hooks (notifications): their failures are logged, never raised
+            return CommitResult(cid, branch, True, head)
         raise RefConflictError(f"branch {branch!r} kept moving; gave up after {MAX_ATTEMPTS} attempts", ref=branch)
 
     # -- tables ----------------------------------------------------------------------------------------------

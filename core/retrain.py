@@ -76,8 +76,13 @@ def commit_model(
     message: str = "",
     meta: Mapping[str, Any] | None = None,
 ) -> CommitResult:
-    """Commit model files on `branch`, recording the data commit and rows the model was trained on."""
-    info = dict(meta or {})
+    """Commit model files on `branch`, recording the data commit and rows the model was trained on.
+
+    The data commit is also added to the lineage inputs (`dacflow.lineage`, engine "python" unless `meta`
+    already says which engine made the model), so `dacflow lineage` links the model to its data."""
+    from .lineage import add_inputs
+
+    info = add_inputs(meta, [delta.data_commit])
     info[TRAINED_ON] = {
         "commit": delta.data_commit,
         "table": delta.table,

@@ -18,7 +18,7 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +32,9 @@ from .errors import (
     RepositoryExistsError,
     RepositoryNotFoundError,
 )
+from .gates import Gatekeeper
 from .graph import COMMIT, DATA, edges, load
+from .names import check_ref_name
 from .objects import hash_bytes
 from .odb import (
     CODEC_RAW,
@@ -49,6 +51,7 @@ from .odb import (
 )
 from .refs import BRANCHES, TAGS
 from .repository import Repository
+from .signing import copy_signatures, verify_refs
 from .snapshot import ProgressFn
 from .stores.base import CREATE
 from .stores.wrappers import CountingStore
@@ -77,7 +80,7 @@ class TransferReport:
     requests: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def throughput(self) -> float:
@@ -122,17 +125,23 @@ def _counted(repo: Repository) -> tuple[Repository, CountingStore]:
 def transfer(
     src: Repository | str,
     dst: Repository | str,
-    refs: Sequence[str] | None = None,
+    refs: Sequence[str] | Mapping[str, str] | None = None,
     *,
     sources: Sequence[Repository | str] = (),
     force: bool = False,
     workers: int = 8,
     progress: ProgressFn | None = None,
+    require_signed: Any = None,
 ) -> TransferReport:
     """Copy the refs named (branch or tag names; default: all) and their history from `src` to `dst`.
 
+    `refs` may map source names to destination names ({"main": "hub-main"}): the ref lands under the new name.
+
     `sources` are extra repositories holding the same objects (e.g. a peer region) that may serve data.
     Raise `RefConflictError` if a destination branch has commits the source lacks (unless `force`).
+    With `require_signed` (trusted public keys: files, directories, key text; see `dacflow.signing`), the tip of
+    every ref is verified at the source first and `SignatureError` is raised before anything is copied.
+    Signatures of the commits sent travel with them.
     """
     t0 = time.perf_counter()
     src_repo, src_count = _counted(_as_repo(src))
@@ -140,6 +149,10 @@ def transfer(
     extra = [_counted(_as_repo(s)) for s in sources]
     report = TransferReport(src_repo.url, dst_repo.url)
     wanted = _select_refs(src_repo, refs)
+    if require_signed is not None:
+        named = [(f"{'tag' if kind == TAGS else 'branch'} {name!r}", commit) for kind, name, commit in wanted]
+        verify_refs(src_repo, named, require_signed)
+    rename = {k: check_ref_name(v, "branch or tag") for k, v in refs.items()} if isinstance(refs, Mapping) else {}
     # Both sides load their pack indexes (a listing and one read per pack) at the same time.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="dacflow-index") as pool:
         loading = pool.submit(src_repo.odb.packs)
@@ -160,8 +173,11 @@ def transfer(
         writer.flush()
         raw_meta = sum(len(d) for d in plan.meta_data.values())
         report.sent(len(plan.meta_order), writer.bytes_written - before, raw_meta, src_repo.url)
+    copy_signatures(src_repo, dst_repo, {c for _, _, c in wanted} | set(plan.commits))  # before any ref moves
+    keeper = Gatekeeper.load(dst_repo)  # the destination's gates guard its branches (docs/gates.md)
     for kind, name, commit in wanted:
-        report.refs[f"{kind}/{name}"] = _move_ref(dst_repo, src_repo, kind, name, commit, force)
+        target = rename.get(name) or rename.get(f"{kind}/{name}") or name
+        report.refs[f"{kind}/{target}"] = _move_ref(dst_repo, src_repo, kind, target, commit, force, keeper)
     report.requests = src_count.requests + dst_count.requests + sum(c.requests for _, c in extra)
     report.seconds = time.perf_counter() - t0
     log.info("transfer %s -> %s: %d objects, %d bytes", report.src, report.dst, report.objects_sent, report.bytes_sent)
@@ -202,7 +218,7 @@ def clone(src: Repository | str, dst_url: str, **kwargs: Any) -> tuple[Repositor
     return dst, transfer(source, dst, None, force=True, **kwargs)
 
 
-def _select_refs(repo: Repository, names: Sequence[str] | None) -> list[tuple[str, str, str]]:
+def _select_refs(repo: Repository, names: Iterable[str] | None) -> list[tuple[str, str, str]]:
     branches, tags = repo.branches(), repo.tags()
     if not names:
         return [(BRANCHES, n, c) for n, c in sorted(branches.items())] + [(TAGS, n, c) for n, c in sorted(tags.items())]
@@ -444,9 +460,10 @@ def _copy_pack(
         for oid, loc in group:
             stored = blob[loc.offset - start : loc.offset - start + loc.length]
             raw = _verified(source, oid, loc, stored, pack_id)
-            before = writer.bytes_written
-            writer.add(oid, raw, KIND_CHUNK)
-            report.sent(1, writer.bytes_written - before, len(raw), source.url)
+            with report._lock:  # jobs share the writer: measure this add alone, or bytes count twice
+                before = writer.bytes_written
+                writer.add(oid, raw, KIND_CHUNK)
+                report.sent(1, writer.bytes_written - before, len(raw), source.url)
             advance(loc.length)
 
 
@@ -538,7 +555,17 @@ def _is_ancestor(repo: Repository, ancestor: str, commit: str) -> bool:
     return False
 
 
-def _move_ref(dst: Repository, src: Repository, kind: str, name: str, commit: str, force: bool) -> dict[str, Any]:
+def _move_ref(
+    dst: Repository,
+    src: Repository,
+    kind: str,
+    name: str,
+    commit: str,
+    force: bool,
+    keeper: Gatekeeper | None = None,
+) -> dict[str, Any]:
+    """Move one destination ref to `commit` by CAS. A gated branch takes it like a merge: its gates validate the
+    move first, and a protected branch never takes a forced (non-fast-forward) update."""
     for _attempt in range(20):
         head, token = dst.refs.read(kind, name)
         if head == commit:
@@ -552,11 +579,18 @@ def _move_ref(dst: Repository, src: Repository, kind: str, name: str, commit: st
                     "or force the update",
                     ref=name,
                 )
+        change = None
+        if kind == BRANCHES and keeper is not None and keeper.active:
+            if force and head is not None and keeper.config.is_protected(name) and not _is_ancestor(src, head, commit):
+                keeper.check_forced(name, head, commit)
+            change = keeper.check("transfer", name, head, commit, f"{src.url}#{name}")
         try:
             dst.refs.swap(kind, name, commit, token)
-            return {"from": head, "to": commit, "status": "created" if head is None else "updated"}
         except RefConflictError:
             continue
+        if keeper is not None:
+            keeper.after(change)
+        return {"from": head, "to": commit, "status": "created" if head is None else "updated"}
     raise RefConflictError(f"{kind[:-1]} {name!r} at {dst.url} kept moving", ref=name)
 
 

@@ -4,6 +4,10 @@ Runs when any region branch on the hub moves (the ingestion DAG's transfers upda
 write disjoint readings, so their merges are clean; the doctors corrected readings that a region has since
 re-sent recalibrated, so merging the corrections meets cell conflicts: the doctor's value wins
 (`policy="theirs"`) and every conflict is reported in XCom (`conflicts`) and by the `report` task.
+
+Write-audit-publish: `main` is protected and gated (task `gates`: a schema contract and row rules on `readings`,
+and a guard against deleting more than 5% of its rows), so each merge task is the audit-and-publish step — a
+merge that breaks the contract fails its task with every reason and leaves `main` where it was (docs/gates.md).
 """
 
 from __future__ import annotations
@@ -28,6 +32,27 @@ with DAG(
     tags=["dacflow", "example"],
     doc_md=__doc__,
 ) as dag:
+
+    @task
+    def gates() -> dict:
+        """Protect `main` and declare the data contract its merges must keep (idempotent: same gates, same ids)."""
+        from dacflow import gates as dg
+        from dacflow.providers.airflow.hooks import DacHook
+
+        repo = DacHook(HUB_CONN, url=HUB).get_repo()
+        columns = {"device_id": "string", "ts": "int64", "heart_rate": "double", "label": "string"}
+        rules = {
+            "not_null": hd.KEY,
+            "ranges": {"heart_rate": [20, 250]},
+            "allowed": {"label": ["normal", "arrhythmia"]},
+        }
+        added = [
+            dg.add_gate(repo, "schema", "main", table=hd.TABLE, columns=columns, key=hd.KEY),
+            dg.add_gate(repo, "rows", "main", table=hd.TABLE, **rules),
+            dg.add_gate(repo, "guard", "main", table=hd.TABLE, max_delete_pct=5),
+        ]
+        return {"protected": list(dg.protect(repo, "main").protected), "gates": [g["id"] for g in added]}
+
     corrections_branch = DacBranchOperator(
         task_id="corrections_branch", dacflow_conn_id=HUB_CONN, url=HUB, branch=CORRECTIONS, from_ref="main"
     )
@@ -83,6 +108,8 @@ with DAG(
                         c["resolution"])  # fmt: skip
         return summary
 
+    gated = gates()
+    gated >> merges[0]
     corrections_branch >> correct
     for m in merges:
         corrections_branch >> m  # the doctors worked on main as it was before this round's merges

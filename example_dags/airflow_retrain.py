@@ -12,6 +12,7 @@ import json
 import heart_data as hd
 from airflow.sdk import DAG, Asset, AssetWatcher, task
 from airflow.sdk.exceptions import AirflowSkipException
+from dacflow.lineage import code_fingerprint
 from dacflow.providers.airflow.assets import asset_uri
 from dacflow.providers.airflow.hooks import DacHook
 from dacflow.providers.airflow.operators import run_meta
@@ -47,7 +48,8 @@ with DAG("dacflow_retrain", schedule=[hub_main], catchup=False, tags=["dacflow",
             raise AirflowSkipException(f"the model already saw main@{since[:12]}")
         previous = json.loads(repo.read_file(MODELS, "model.json")) if since else None
         model = hd.train(previous, delta.rows)
-        result = commit_model(repo, MODELS, {"model.json": hd.model_bytes(model)}, delta, meta=run_meta(context))
+        lineage = run_meta(context, code=code_fingerprint(hd.train))  # + the data commit, added by commit_model
+        result = commit_model(repo, MODELS, {"model.json": hd.model_bytes(model)}, delta, meta=lineage)
         return {
             "model_commit": result.commit,
             "trained_on": delta.data_commit,

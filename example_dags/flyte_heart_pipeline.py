@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from dacflow.lineage import code_fingerprint
 from dacflow.providers.flyte import (
     Snapshot,
     SnapshotSensor,
@@ -270,7 +271,7 @@ def train_model(data: Snapshot, pipeline: str = PIPELINE) -> Trained:
     x = np.column_stack([rows.column("heart_rate").to_numpy(), rows.column("spo2").to_numpy()]).astype(float)
     y = rows.column("label").to_numpy().astype(float)
     weights = _fit(previous, x, y)
-    lineage = flyte_lineage("train_model", workflow=pipeline, input=data.commit)
+    lineage = flyte_lineage("train_model", pipeline=pipeline, inputs=[data.commit], code=code_fingerprint(_fit))
     files = {"model.json": json.dumps(weights, indent=1).encode()}
     result = commit_model(repo, MODELS, files, delta, meta={"dacflow.lineage": lineage})
     model = replace(Snapshot.of(repo, result.commit, path="model.json"), branch=MODELS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -35,6 +36,15 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{AIRFLOW_HOME}/a
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _open_log_streams() -> None:
+    """A log handler that Airflow bound to a test's captured (now closed) stdout writes to stderr instead."""
+    for handler in logging.getLogger().handlers:
+        stream = getattr(handler, "stream", None)
+        if type(handler) is logging.StreamHandler and getattr(stream, "closed", False):
+            handler.setStream(sys.__stderr__)
 
 
 @pytest.fixture(autouse=True)

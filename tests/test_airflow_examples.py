@@ -83,8 +83,10 @@ def test_heart_story_on_three_clouds(airflow_dags: Path, clouds: dict[str, str])
             expected = sum(hd.readings(region, r).num_rows - (hd.RESENT if r > 1 else 0) for r in range(1, round_ + 1))
             assert hub.read_table(branch, hd.TABLE).num_rows == expected
             sent[round_][region] = report["bytes_sent"]
-            meta = hub.get_commit(branch).meta["dacflow.run"]
-            assert (meta["dag_id"], meta["task_id"]) == ("dacflow_edge_ingestion", f"{group}.snapshot")
+            meta = hub.get_commit(branch).meta["dacflow.lineage"]
+            assert (meta["engine"], meta["pipeline"], meta["task"]) == (
+                "airflow", "dacflow_edge_ingestion", f"{group}.snapshot"
+            )  # fmt: skip
 
         # 2. merge: regions into main, then the doctors' corrections, with a conflict report
         out = _ok(run_dag(airflow_dags, "airflow_merge.py", {"round": round_}))

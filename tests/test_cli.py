@@ -41,7 +41,7 @@ def test_walk_through(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert s2["parent"] == s1["commit"] and s2["bytes_new"] == 12
     log = js(capsys, repo, "log", "main")
     assert [c["message"] for c in log["commits"]] == ["second", "first", "init"]
-    assert log["commits"][1]["meta"] == {"source": "edge-eu"}
+    assert log["commits"][1]["meta"] == {"source": "edge-eu", "dacflow.lineage": {"engine": "cli", "inputs": []}}
     d = js(capsys, repo, "diff", s1["commit"], "main")
     assert d["modified"] == 1 and d["changes"][0]["path"] == "a.csv" and d["changes"][0]["bytes_changed"] == 12
     shown = js(capsys, repo, "show", "main")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from conftest import ROOT
 from dacflow import Repository
+from dacflow.lineage import code_fingerprint
 from flytekit.core.local_cache import LocalTaskCache
 
 EXAMPLE = ROOT / "example_dags" / "flyte_heart_pipeline.py"
@@ -86,7 +87,8 @@ def _check_story(hub: Repository, edges: dict[str, str], report: dict[str, Any] 
     assert (second["rows_inserted"], second["rows_updated"], second["rows_deleted"]) == (3 * new2, 3 * k, 0)
     lineage = models[0].meta["dacflow.lineage"]
     assert lineage["engine"] == "flyte" and lineage["task"] == "train_model"
-    assert lineage["workflow"] == "heart_pipeline" and lineage["input"] == second["commit"]
+    assert lineage["pipeline"] == "heart_pipeline" and lineage["inputs"] == [second["commit"]]
+    assert lineage["code"] == code_fingerprint(pipeline._fit) and len(lineage["code"]) == 64
     assert b'"rows_seen": ' in hub.read_file("models", "model.json")
     if report is not None:
         assert report["conflicts"] == 2 * k and report["unresolved"] == 0

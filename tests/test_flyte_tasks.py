@@ -85,10 +85,11 @@ def test_snapshot_task_commits_a_directory_with_lineage(tmp_path: Path) -> None:
     assert snap.content == repo.get_commit("edge-eu").tree
     commit = repo.get_commit(snap.commit)
     assert commit.message == "EU batch"
-    assert commit.meta["dacflow.lineage"] | {"execution": None} == {
+    assert commit.meta["dacflow.lineage"] | {"run": None} == {
         "engine": "flyte",
         "task": "snapshot_task",
-        "execution": None,
+        "run": None,
+        "inputs": [],
     }
 
 

@@ -91,14 +91,31 @@ def human_bytes(n: float) -> str:
     return f"{n} B"
 
 
-def parse_meta(items: tuple[str, ...]) -> dict[str, str]:
+def parse_meta(items: tuple[str, ...]) -> dict[str, Any]:
+    """Commit metadata from --meta KEY=VALUE items, with the lineage of a command-line commit (engine cli)."""
+    from ..lineage import with_lineage
+
     meta = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--meta takes KEY=VALUE, got {item!r}")
         meta[key] = value
-    return meta
+    return with_lineage(meta, "cli")
+
+
+sign_option = click.option(
+    "--sign", "sign_key", metavar="KEYFILE", help="Sign the commit with this Ed25519 private key (docs/signing.md)."
+)
+
+
+def sign_new(repo: Repository, commit: str | None, key: str | None) -> dict[str, str]:
+    """Sign the commit a command made (None: it made none) with the --sign key file; the JSON to add to its output."""
+    if not key or commit is None:
+        return {}
+    from ..signing import sign_commit
+
+    return {"signed_by": sign_commit(repo, commit, key)}
 
 
 def parse_tables(items: tuple[str, ...]) -> dict[str, tuple[str, list[str]]]:
@@ -165,6 +182,7 @@ def init(ctx: Ctx, location: str | None, compression: str, default_branch: str) 
     metavar="NAME=GLOB:KEY1,KEY2",
     help="Store the Parquet/CSV files matching GLOB as table NAME with that key (repeatable).",
 )
+@sign_option
 @pass_ctx
 def snapshot(
     ctx: Ctx,
@@ -175,6 +193,7 @@ def snapshot(
     no_cache: bool,
     allow_empty: bool,
     tables: tuple[str, ...],
+    sign_key: str | None,
 ) -> None:
     """Store DIRECTORY as a new commit on a branch (only new chunks are written)."""
     repo = ctx.open()
@@ -189,6 +208,7 @@ def snapshot(
             allow_empty=allow_empty,
             tables=parse_tables(tables),
         )
+    signed = sign_new(repo, result.commit if result.created else None, sign_key)
     s = result.stats
 
     def human() -> None:
@@ -200,8 +220,10 @@ def snapshot(
             f"({human_bytes(s['bytes_stored'])} stored), {human_bytes(s['bytes_reused'])} reused "
             f"in {result.seconds:.2f}s"
         )
+        if signed:
+            out.print(f"  signed by key {signed['signed_by']}")
 
-    ctx.emit(result.to_json(), human)
+    ctx.emit(result.to_json() | signed, human)
 
 
 @cli.command(name="log")
@@ -516,20 +538,31 @@ _ref_option = click.option(
     "--ref", "refs", multiple=True, metavar="NAME", help="Branch or tag to send (repeatable; default: all)."
 )
 _force_option = click.option("--force", is_flag=True, help="Overwrite destination branches that diverged.")
+_require_signed_option = click.option(
+    "--require-signed",
+    "trusted",
+    multiple=True,
+    metavar="KEY",
+    help="Refuse (sending nothing) unless the tip of every ref is signed by one of these public keys "
+    "(key files or directories of *.pub; repeatable).",
+)
 
 
 @cli.command()
 @click.argument("repos", nargs=-1, metavar="[SRC] DST")
 @_ref_option
 @_force_option
+@_require_signed_option
 @pass_ctx
-def push(ctx: Ctx, repos: tuple[str, ...], refs: tuple[str, ...], force: bool) -> None:
+def push(ctx: Ctx, repos: tuple[str, ...], refs: tuple[str, ...], force: bool, trusted: tuple[str, ...]) -> None:
     """Send refs and the objects they need from SRC (default: --repo) to DST; only what DST lacks moves."""
     from ..transfer import transfer
 
     src, dst = _two_repos(ctx, repos, "push", missing_is_src=True)
     with progress_bar(ctx, "push") as progress:
-        report = transfer(src, dst, list(refs) or None, force=force, progress=progress)
+        report = transfer(
+            src, dst, list(refs) or None, force=force, progress=progress, require_signed=list(trusted) or None
+        )
     _report_transfer(ctx, report)
 
 
@@ -540,14 +573,25 @@ def push(ctx: Ctx, repos: tuple[str, ...], refs: tuple[str, ...], force: bool) -
 @click.option(
     "--from", "peers", multiple=True, metavar="URL", help="Another repository that may serve data (repeatable)."
 )
+@_require_signed_option
 @pass_ctx
-def pull(ctx: Ctx, repos: tuple[str, ...], refs: tuple[str, ...], force: bool, peers: tuple[str, ...]) -> None:
+def pull(
+    ctx: Ctx,
+    repos: tuple[str, ...],
+    refs: tuple[str, ...],
+    force: bool,
+    peers: tuple[str, ...],
+    trusted: tuple[str, ...],
+) -> None:
     """Fetch refs from SRC into DST (default: --repo); data may come from several --from peers at once."""
     from ..transfer import transfer
 
     src, dst = _two_repos(ctx, repos, "pull", missing_is_src=False)
     with progress_bar(ctx, "pull") as progress:
-        report = transfer(src, dst, list(refs) or None, sources=list(peers), force=force, progress=progress)
+        report = transfer(
+            src, dst, list(refs) or None, sources=list(peers), force=force, progress=progress,
+            require_signed=list(trusted) or None,
+        )  # fmt: skip
     _report_transfer(ctx, report)
 
 
@@ -603,5 +647,10 @@ if __name__ == "__main__":
     main()
 
 
+from . import cache as _cache  # noqa: E402,F401 - registers `dacflow cache list|clear`
 from . import demo as _demo  # noqa: E402,F401 - registers `dacflow demo` on the group above
+from . import gates as _gates  # noqa: E402,F401 - registers `dacflow gate ...` and `dacflow branch protect`
+from . import lineage as _lineage  # noqa: E402,F401 - registers `dacflow lineage`
+from . import signing as _signing  # noqa: E402,F401 - registers keygen/sign/verify
+from . import subscriptions as _subscriptions  # noqa: E402,F401 - registers publish/subscribe/sync/watch/registry
 from . import tables as _tables  # noqa: E402,F401 - registers `dacflow table ...` and `dacflow merge`

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from ..errors import UsageError
-from .main import Ctx, cli, human_bytes, out, parse_meta, pass_ctx
+from .main import Ctx, cli, human_bytes, out, parse_meta, pass_ctx, sign_new, sign_option
 
 
 def parse_policy(text: str) -> Any:
@@ -41,6 +41,7 @@ def table() -> None:
 @click.option("--dedupe", type=click.Choice(["last"]), default=None, help="Keep the last row of a repeated key.")
 @click.option("-m", "--message", default="", help="Commit message.")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata to record on the commit.")
+@sign_option
 @pass_ctx
 def table_write(
     ctx: Ctx,
@@ -52,6 +53,7 @@ def table_write(
     dedupe: str | None,
     message: str,
     meta: tuple[str, ...],
+    sign_key: str | None,
 ) -> None:
     """Write rows from Parquet/CSV FILES to table NAME and commit."""
     repo = ctx.open()
@@ -66,6 +68,7 @@ def table_write(
         message=message,
         meta=parse_meta(meta),
     )
+    signed = sign_new(repo, result.commit if result.created else None, sign_key)
     s = result.stats
 
     def human() -> None:
@@ -73,10 +76,10 @@ def table_write(
         out.print(
             f"{verb} {result.commit[:12]} on {result.branch}: {name} +{s['inserted']} ~{s['updated']} "
             f"-{s['deleted']} rows; {s['fragments_new']} new fragments ({human_bytes(s['bytes_new'])}), "
-            f"{s['fragments_reused']} reused"
+            f"{s['fragments_reused']} reused" + (f"; signed by key {signed['signed_by']}" if signed else "")
         )
 
-    ctx.emit(result.to_json() | {"table": name}, human)
+    ctx.emit(result.to_json() | {"table": name} | signed, human)
 
 
 @table.command(name="read")
@@ -178,12 +181,20 @@ def table_list(ctx: Ctx, ref: str | None) -> None:
 )
 @click.option("--quarantine", metavar="BRANCH", help="Merge the clean part; put unresolved conflicts on BRANCH.")
 @click.option("-m", "--message", default="", help="Merge commit message.")
+@sign_option
 @pass_ctx
-def merge(ctx: Ctx, source: str, into: str | None, policy: str, quarantine: str | None, message: str) -> None:
+def merge(
+    ctx: Ctx, source: str, into: str | None, policy: str, quarantine: str | None, message: str, sign_key: str | None
+) -> None:
     """Three-way merge of SOURCE into a branch: files by path, tables row by row and cell by cell."""
+    from ..lineage import lineage_meta
+
     repo = ctx.open()
-    result = repo.merge(source, into=into, policy=parse_policy(policy), quarantine=quarantine, message=message)
-    doc = result.to_json() | {"conflict_list": result.conflict_list}
+    meta = lineage_meta("cli", inputs=[repo.resolve(source)])
+    rule = parse_policy(policy)
+    result = repo.merge(source, into=into, policy=rule, quarantine=quarantine, message=message, meta=meta)
+    signed = sign_new(repo, result.commit, sign_key)
+    doc = result.to_json() | {"conflict_list": result.conflict_list} | signed
 
     def human() -> None:
         if result.commit is None:
@@ -191,6 +202,8 @@ def merge(ctx: Ctx, source: str, into: str | None, policy: str, quarantine: str 
             return
         how = "Fast-forwarded" if result.fast_forward else "Merged"
         out.print(f"{how} {source} into {into or repo.default_branch}: {result.commit[:12]}")
+        if signed:
+            out.print(f"  signed by key {signed['signed_by']}")
         for name, n in sorted(result.tables.items()):
             out.print(f"  table {name}: {n} rows changed")
         for c in result.conflict_list[:50]:

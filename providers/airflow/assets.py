@@ -70,3 +70,16 @@ def convert_asset_to_openlineage(asset: Asset, lineage_context: Any = None) -> A
     bucket, _, path = parts.path.lstrip("/").partition("/")
     name = f"{path or '/'}@{branch}" + (f"/{table}" if table else "")
     return Dataset(namespace=f"{SCHEME}://{parts.netloc}/{bucket}", name=name)
+
+
+def openlineage_dataset(asset: Asset) -> Any:
+    """The OpenLineage dataset of any asset a task read or wrote: a dacflow branch, or a plain file or object-store
+    prefix (a snapshot's source), named the OpenLineage way (`file` + path, `s3://bucket` + key)."""
+    if asset.uri.startswith(f"{SCHEME}://"):
+        return convert_asset_to_openlineage(asset)
+    from airflow.providers.common.compat.openlineage.facet import Dataset
+
+    parts = urllib.parse.urlsplit(asset.uri)
+    if parts.scheme in ("", "file"):
+        return Dataset(namespace="file", name=parts.path)
+    return Dataset(namespace=f"{parts.scheme}://{parts.netloc}", name=parts.path.lstrip("/") or "/")

@@ -29,6 +29,10 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "azure_connection_string": _string("Azure connection string", "Account name and key in one string", secret=True),
     "azure_account_url": _string("Azure account URL", "https://<account>.blob.core.windows.net"),
     "azure_credential": _string("Azure account key or SAS token", "Used with the account URL", secret=True),
+    "signing_key": _string(
+        "Signing key (Ed25519, PEM)", "Private key operators use with sign=True (docs/signing.md)", secret=True
+    ),
+    "trusted_keys": _string("Trusted public keys", "Public keys (PEM) a transfer with require_signed accepts"),
 }
 # Extra keys whose values are secrets: masked in logs the moment a hook reads them.
 SECRET_FIELDS = frozenset(k for k, v in CONN_FIELDS.items() if v["schema"].get("format") == "password")

@@ -200,9 +200,10 @@ class DacHook(BaseHook):
         if not url:
             raise UsageError(f"no store URL: set the url field of connection {self.dacflow_conn_id!r} or pass url")
         for value in options.values():
-            if isinstance(value, dict):
-                for v in value.values():
-                    _mask(v)
+            if isinstance(value, dict):  # a credential dict: its key, not the account name every URL shows
+                for k, v in value.items():
+                    if k != "account_name":
+                        _mask(v)
         self._spec = str(url), {k: v for k, v in options.items() if v not in (None, "")}
         return self._spec
 
@@ -332,15 +333,61 @@ class DacHook(BaseHook):
             out["files"] = delta.export(output_path)
         return out
 
-    def transfer_to(self, target: DacHook, refs: Sequence[str] | None = None, *, force: bool = False) -> dict[str, Any]:
+    def transfer_to(
+        self, target: DacHook, refs: Sequence[str] | None = None, *, force: bool = False, require_signed: Any = None
+    ) -> dict[str, Any]:
         """Copy `refs` (default: all) and their history to the target hook's repository, only what it lacks.
 
-        A missing target repository is created with this repository's settings."""
+        A missing target repository is created with this repository's settings. With `require_signed` (trusted
+        public keys, see `trusted_keys`) every ref's tip must carry a trusted signature, checked here before the
+        target is even opened: a refused transfer changes nothing."""
         from dacflow.transfer import transfer
 
         src = self.get_repo()
+        if require_signed is not None:
+            from dacflow.signing import verify_refs
+
+            branches, tags = src.branches(), src.tags()
+            tips = {**{f"tag {t!r}": c for t, c in tags.items()}, **{f"branch {b!r}": c for b, c in branches.items()}}
+            if refs:  # named as `transfer` names them; an unknown name is left for `transfer` to report
+                named = [f"branch {n!r}" if n in branches else f"tag {n.removeprefix('tags/')!r}" for n in refs]
+                tips = {label: tips[label] for label in named if label in tips}
+            verify_refs(src, list(tips.items()), require_signed)
         dst = target.get_repo(create=True, like=src)
-        return transfer(src, dst, refs, force=force).to_json()
+        return transfer(src, dst, refs, force=force, require_signed=require_signed).to_json()
+
+    # -- signing ---------------------------------------------------------------------------------------------
+    def signing_key(self) -> Any:
+        """The Ed25519 private key in the connection's `signing_key` field (PEM or base64 seed), masked in logs."""
+        if not self.dacflow_conn_id:
+            raise UsageError("signing needs a dacflow connection whose signing_key holds the private key")
+        key = _extra(self._connection()).get("signing_key")
+        if not key:
+            raise UsageError(
+                f"connection {self.dacflow_conn_id!r} has no signing_key; add the Ed25519 private key (PEM) to it "
+                "or do not ask the task to sign"
+            )
+        _mask_key(str(key))
+        from dacflow.signing import load_private_key
+
+        return load_private_key(str(key).replace("\\n", "\n"))
+
+    def sign_commit(self, commit: str) -> str:
+        """Sign `commit` in this repository with the connection's signing key; return the key id."""
+        from dacflow.signing import sign_commit
+
+        return sign_commit(self.get_repo(), commit, self.signing_key())
+
+    def public_keys(self) -> list[str]:
+        """Public keys this connection vouches for: its `trusted_keys` field, else the public half of its key."""
+        extra = _extra(self._connection())
+        if extra.get("trusted_keys"):
+            return [str(extra["trusted_keys"]).replace("\\n", "\n")]
+        if extra.get("signing_key"):
+            from dacflow.signing import public_key_pem
+
+            return [public_key_pem(self.signing_key())]
+        raise UsageError(f"connection {self.dacflow_conn_id!r} has neither trusted_keys nor signing_key")
 
     def record_lineage(self, inputs: Sequence[Any] = (), outputs: Sequence[Any] = ()) -> None:
         """Tell Airflow's hook-level lineage (read by OpenLineage) which assets this hook read and wrote."""
@@ -353,6 +400,29 @@ class DacHook(BaseHook):
             collector.add_input_asset(self, uri=asset.uri, name=asset.name)
         for asset in outputs:
             collector.add_output_asset(self, uri=asset.uri, name=asset.name)
+
+
+def _mask_key(text: str) -> None:
+    """Mask a key in task logs: the whole text and each line of its body (a log line may show one)."""
+    _mask(text)
+    for line in text.replace("\\n", "\n").splitlines():
+        if line.strip() and not line.startswith("-----"):
+            _mask(line.strip())
+
+
+def trusted_keys(sources: Sequence[str] | str) -> list[str]:
+    """Trusted public keys for `require_signed`: each source is a key file, a directory of `*.pub` files, key
+    text, or the id of an Airflow connection (its `trusted_keys`, else the public half of its `signing_key`)."""
+    out: list[str] = []
+    for source in [sources] if isinstance(sources, str) else sources:
+        text = str(source)
+        if os.path.exists(text) or "BEGIN " in text or text.startswith("ssh-ed25519 "):
+            out.append(text)
+        elif os.sep in text or text.endswith((".pub", ".pem")):
+            raise UsageError(f"no trusted key file or directory {text!r}", path=text)
+        else:
+            out.extend(DacHook(text).public_keys())
+    return out
 
 
 def stage_prefix(url: str, dest: str, conn_id: str | None = None) -> int:

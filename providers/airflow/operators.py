@@ -1,9 +1,10 @@
 """Operators: snapshot, write table, branch, merge, diff, transfer and tag — thin shells over `DacHook`.
 
-Each returns plain JSON (commit ids, counts, bytes) as its XCom, stamps the commits it makes with the run that
-made them (`dacflow.run` metadata), sets the extra of its dacflow outlet assets to the commit it produced, and
-tells OpenLineage what it read and wrote. A dacflow error fails the task with one line naming the problem;
-only transient store errors are left to Airflow's retries.
+Each returns plain JSON (commit ids, counts, bytes) as its XCom, stamps the commits it makes with the DAG, run,
+task and input commits that made them (`dacflow.lineage` metadata, see `dacflow.lineage`), signs them with the
+connection's key when asked (`sign=True`), sets the extra of its dacflow outlet assets to the commit it produced,
+and tells OpenLineage what it read and wrote, each dataset with the commit as its version. A dacflow error fails
+the task with one line naming the problem; only transient store errors are left to Airflow's retries.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dacflow.errors import TransientStoreError
 from dacflow.watch import describe_move
 
 from .assets import SCHEME, create_asset, parse_uri
-from .hooks import DacHook
+from .hooks import DacHook, trusted_keys
 from .triggers import one_line
 
 log = logging.getLogger(__name__)
@@ -45,18 +46,23 @@ def json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def run_meta(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Lineage of a commit made by a task: engine, DAG, run, task and try."""
+def run_meta(context: Mapping[str, Any], inputs: Sequence[str | None] = (), code: str | None = None) -> dict[str, Any]:
+    """Lineage of a commit made by a task (`dacflow.lineage`): engine airflow, DAG, run, task, the commits the
+    task read and optionally a code fingerprint (`dacflow.lineage.code_fingerprint(fn)`)."""
+    from dacflow.lineage import lineage_meta
+    from dacflow.stepcache import current_step
+
     ti = context.get("ti")
-    return {
-        "dacflow.run": {
-            "engine": "airflow",
-            "dag_id": getattr(ti, "dag_id", None),
-            "run_id": context.get("run_id") or getattr(ti, "run_id", None),
-            "task_id": getattr(ti, "task_id", None),
-            "try_number": getattr(ti, "try_number", None),
-        }
-    }
+    step = current_step()  # running under `cache=True`: the commit also names its cache key and code
+    return lineage_meta(
+        "airflow",
+        pipeline=getattr(ti, "dag_id", None),
+        run=context.get("run_id") or getattr(ti, "run_id", None),
+        task=getattr(ti, "task_id", None),
+        code=code or (step.code if step else None),
+        inputs=[i for i in inputs if i],
+        step=step.key if step else None,
+    )
 
 
 class DacBaseOperator(BaseOperator):
@@ -64,14 +70,40 @@ class DacBaseOperator(BaseOperator):
 
     ui_color = "#d6eadf"
 
-    def __init__(self, *, dacflow_conn_id: str | None = DacHook.default_conn_name, url: str | None = None, **kw: Any):
+    def __init__(
+        self,
+        *,
+        dacflow_conn_id: str | None = DacHook.default_conn_name,
+        url: str | None = None,
+        sign: bool = False,
+        cache: bool = False,
+        **kw: Any,
+    ):
         super().__init__(**kw)
-        self.dacflow_conn_id, self.url = dacflow_conn_id, url
+        self.dacflow_conn_id, self.url, self.sign = dacflow_conn_id, url, sign
+        if cache and self.cache_kind is None:
+            raise ValueError(f"{type(self).__name__} does not support cache=True")
+        self.cache = cache
         self._lineage: tuple[list[Asset], list[Asset]] = ([], [])
+        self._versions: dict[str, str] = {}  # asset URI -> the commit read or written (OpenLineage version)
+
+    #: Operators whose work the step cache can skip set this ("snapshot", "write_table", "merge") and define `work`.
+    cache_kind: str | None = None
 
     @property
     def hook(self) -> DacHook:
         return DacHook(self.dacflow_conn_id, url=self.url)
+
+    def execute(self, context: Any) -> Any:
+        """Run the operator; with `cache=True` skip the work when the same step already ran (see `decorators`)."""
+        if not self.cache:
+            return self.work(context)
+        from .decorators import run_operator_step
+
+        return run_operator_step(self, context, lambda: self.work(context))
+
+    def work(self, context: Any) -> Any:
+        raise NotImplementedError
 
     def declare_outlet(self, branch: str | None, table: str | None = None) -> None:
         """Add the written branch's asset to the outlets when its store URL and branch are known at parse time."""
@@ -79,6 +111,13 @@ class DacBaseOperator(BaseOperator):
             asset = create_asset(self.url, branch, table)
             if all(getattr(o, "uri", None) != asset.uri for o in self.outlets):
                 self.outlets = [*self.outlets, asset]
+
+    def signed(self, hook: DacHook, result: dict[str, Any]) -> dict[str, Any]:
+        """With `sign`, sign the commit this task made with the connection's key (`signed_by`). A task that
+        changed nothing signs nothing: the head it found may be someone else's commit."""
+        if not self.sign or not result.get("commit") or result.get("created") is False:
+            return result
+        return {**result, "signed_by": hook.sign_commit(str(result["commit"]))}
 
     def announce(
         self,
@@ -91,6 +130,8 @@ class DacBaseOperator(BaseOperator):
     ) -> None:
         """Record what this task wrote: outlet event extras, hook lineage and the OpenLineage datasets."""
         written = create_asset(hook.url, branch, table)
+        if extra.get("commit"):
+            self._versions[written.uri] = str(extra["commit"])
         for outlet in self.outlets:
             uri = getattr(outlet, "uri", "")
             if isinstance(outlet, Asset) and uri.startswith(f"{SCHEME}://") and parse_uri(uri)[1] == branch:
@@ -102,13 +143,24 @@ class DacBaseOperator(BaseOperator):
         """OpenLineage inputs and outputs of the finished task (called by the OpenLineage provider)."""
         from airflow.providers.openlineage.extractors import OperatorLineage
 
-        from .assets import convert_asset_to_openlineage
+        from .assets import openlineage_dataset
 
         inputs, outputs = self._lineage
+        versions = getattr(self, "_versions", {})
         return OperatorLineage(
-            inputs=[convert_asset_to_openlineage(a) for a in inputs],
-            outputs=[convert_asset_to_openlineage(a) for a in outputs],
+            inputs=[_versioned(openlineage_dataset(a), versions.get(a.uri)) for a in inputs],
+            outputs=[_versioned(openlineage_dataset(a), versions.get(a.uri)) for a in outputs],
         )
+
+
+def _versioned(dataset: Any, commit: str | None) -> Any:
+    """An OpenLineage dataset with the dacflow commit as its version facet (a commit is a dataset version)."""
+    if not commit:
+        return dataset
+    import attr
+    from openlineage.client.generated.dataset_version_dataset import DatasetVersionDatasetFacet
+
+    return attr.evolve(dataset, facets={**(dataset.facets or {}), "version": DatasetVersionDatasetFacet(commit)})
 
 
 class DacSnapshotOperator(DacBaseOperator):
@@ -119,6 +171,7 @@ class DacSnapshotOperator(DacBaseOperator):
     (commit, parent, created, file and byte counts).
     """
 
+    cache_kind = "snapshot"
     template_fields: Sequence[str] = ("source", "branch", "message", "url", "meta")
 
     def __init__(
@@ -138,7 +191,7 @@ class DacSnapshotOperator(DacBaseOperator):
         self.tables, self.source_conn_id, self.dedupe = tables, source_conn_id, dedupe
         self.declare_outlet(branch)
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def work(self, context: Any) -> dict[str, Any]:
         hook = self.hook
         with failing_with_one_line():
             meta = {**self.meta, **run_meta(context)}
@@ -146,6 +199,7 @@ class DacSnapshotOperator(DacBaseOperator):
                 self.source, self.branch, message=self.message or f"snapshot of {self.source}", meta=meta,
                 tables=self.tables, source_conn_id=self.source_conn_id, dedupe=self.dedupe,
             )  # fmt: skip
+            result = self.signed(hook, result)
         self.announce(context, hook, self.branch, result, [Asset(name=self.source, uri=_source_uri(self.source))])
         return json_safe(result)
 
@@ -157,6 +211,7 @@ class DacWriteTableOperator(DacBaseOperator):
     Returns the commit result with inserted/updated/deleted counts.
     """
 
+    cache_kind = "write_table"
     template_fields: Sequence[str] = ("data", "branch", "table", "mode", "message", "url")
 
     def __init__(
@@ -176,13 +231,17 @@ class DacWriteTableOperator(DacBaseOperator):
         self.mode, self.message, self.dedupe = mode, message, dedupe
         self.declare_outlet(branch)
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def work(self, context: Any) -> dict[str, Any]:
         hook = self.hook
         with failing_with_one_line():
+            repo = hook.get_repo(create=True)
+            before = repo.head(self.branch) or repo.head(repo.default_branch)  # what the write starts from
             result = hook.write_table(
                 self.branch, self.table, self.data, key=self.key, mode=self.mode,
-                message=self.message or f"{self.mode} {self.table}", meta=run_meta(context), dedupe=self.dedupe,
+                message=self.message or f"{self.mode} {self.table}", meta=run_meta(context, [before]),
+                dedupe=self.dedupe,
             )  # fmt: skip
+            result = self.signed(hook, result)
         self.announce(context, hook, self.branch, result)
         return json_safe(result)
 
@@ -221,8 +280,11 @@ class DacMergeOperator(DacBaseOperator):
     Policies: fail (a conflict fails the task; nothing is written), ours, theirs, latest:<column>, or
     {column: policy, "*": default}. With `quarantine`, unresolved conflicts go to that branch and the merge
     succeeds. The conflict summary is pushed to XCom key `conflicts` either way; returns the merge result.
+    Into a gated branch this is the write-audit-publish step: a gate veto fails the task with every reason on one
+    line and `into` stays where it was (docs/gates.md).
     """
 
+    cache_kind = "merge"
     template_fields: Sequence[str] = ("source", "into", "policy", "quarantine", "message", "url")
 
     def __init__(
@@ -239,22 +301,25 @@ class DacMergeOperator(DacBaseOperator):
         self.source, self.into, self.policy, self.quarantine, self.message = source, into, policy, quarantine, message
         self.declare_outlet(into)
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def work(self, context: Any) -> dict[str, Any]:
         hook = self.hook
         ti = context["ti"]
         with failing_with_one_line():
+            repo = hook.get_repo()
+            read = [repo.resolve(self.source), repo.head(self.into)]
             try:
                 result = hook.merge(
                     self.source, self.into, policy=self.policy, quarantine=self.quarantine,
-                    message=self.message, meta=run_meta(context),
+                    message=self.message, meta=run_meta(context, read),
                 )  # fmt: skip
             except MergeConflictError as exc:  # the report goes to XCom before the task fails
                 conflicts = list(getattr(exc, "conflicts", []))
                 ti.xcom_push(key="conflicts", value=conflict_summary(conflicts, getattr(exc, "count", None)))
                 raise
+            out = self.signed(hook, json_safe(result.to_json()))
+        self._versions[create_asset(hook.url, self.source).uri] = read[0]
         summary = conflict_summary(result.conflict_list)
         ti.xcom_push(key="conflicts", value=summary)
-        out = json_safe(result.to_json())
         if summary["count"]:
             log.warning("merge %s -> %s: %d conflict(s), %d unresolved", self.source, self.into,
                         summary["count"], summary["unresolved"])  # fmt: skip
@@ -317,13 +382,16 @@ class DacTransferOperator(BaseOperator):
         target_url: str | None = None,
         refs: Sequence[str] | None = None,
         force: bool = False,
+        require_signed: Sequence[str] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.source_conn_id, self.source_url = source_conn_id, source_url
         self.target_conn_id, self.target_url = target_conn_id, target_url
         self.refs, self.force = list(refs) if refs else None, force
+        self.require_signed = [require_signed] if isinstance(require_signed, str) else require_signed
         self._lineage: tuple[list[Asset], list[Asset]] = ([], [])
+        self._versions: dict[str, str] = {}
         if target_url and self.refs and not any("{{" in x for x in [target_url, *self.refs]):
             self.outlets = [*self.outlets, *(create_asset(target_url, r) for r in self.refs)]
 
@@ -331,7 +399,8 @@ class DacTransferOperator(BaseOperator):
         source = DacHook(self.source_conn_id, url=self.source_url)
         target = DacHook(self.target_conn_id, url=self.target_url)
         with failing_with_one_line():
-            report = source.transfer_to(target, self.refs, force=self.force)
+            trusted = trusted_keys(self.require_signed) if self.require_signed else None
+            report = source.transfer_to(target, self.refs, force=self.force, require_signed=trusted)
         names = [r.split("/", 1)[1] for r in report["refs"] if r.startswith("branches/")]
         inputs = [create_asset(source.url, n) for n in names]
         outputs = [create_asset(target.url, n) for n in names]
@@ -343,6 +412,8 @@ class DacTransferOperator(BaseOperator):
                 context["outlet_events"][outlet].extra = json_safe(described.to_json())
         target.record_lineage(inputs, outputs)
         self._lineage = (inputs, outputs)
+        self._versions = {a.uri: moved[n]["to"] for n, a in [*zip(names, inputs, strict=True),
+                                                             *zip(names, outputs, strict=True)]}  # fmt: skip
         log.info("sent %d bytes in %d objects (%d skipped)", report["bytes_sent"], report["objects_sent"],
                  report["objects_skipped"])  # fmt: skip
         return json_safe(report)
@@ -354,3 +425,54 @@ def _source_uri(source: str) -> str:
     import os
 
     return source if "://" in source else f"file://{os.path.abspath(source)}"
+
+
+class DacSyncOperator(DacBaseOperator):
+    """Bring the repository's subscriptions (all, or those named) up to date, pulling only deltas from each
+    source and its peers; return the per-subscription reports (status, from, to, bytes sent per source).
+
+    `source_conn_id` gives credentials for the sources and peers (default: each store's environment chain).
+    Each synced branch's outlet asset gets the commit it moved to as its extra. A failing subscription fails the
+    task with one line after the others synced; the reports are in XCom key `reports` either way."""
+
+    template_fields: Sequence[str] = ("subscriptions", "url")
+
+    def __init__(
+        self,
+        *,
+        subscriptions: Sequence[str] | None = None,
+        source_conn_id: str | None = None,
+        force: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.subscriptions, self.source_conn_id, self.force = list(subscriptions or []) or None, source_conn_id, force
+        for name in self.subscriptions or []:
+            self.declare_outlet(name)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from dacflow.subscriptions import failures, sync
+
+        hook, conn = self.hook, self.source_conn_id
+        with failing_with_one_line():
+            repo = hook.get_repo()
+            reports = sync(repo, self.subscriptions, force=self.force,
+                           opener=(lambda url: DacHook(conn, url=url).get_repo()) if conn else None)  # fmt: skip
+            out = json_safe({"repo": repo.url, "ok": all(r.ok for r in reports),
+                             "subscriptions": [r.to_json() for r in reports]})  # fmt: skip
+            context["ti"].xcom_push(key="reports", value=out)
+            inputs, outputs = [], []
+            for r in reports:
+                if r.ok and r.to and r.status != "unchanged":
+                    src = create_asset(r.source, r.branch)
+                    self.announce(context, hook, r.local, describe_move(repo, r.local, r.to, r.from_).to_json(), [src])
+                    self._versions[src.uri] = r.to
+                    inputs.append(src)
+                    outputs.extend(self._lineage[1])
+            self._lineage = (inputs, outputs)
+            failed = failures(reports)
+            if failed is not None and any(r.error_type == "TransientStoreError" for r in reports):
+                raise AirflowException(f"dacflow: {one_line(failed)}")
+            if failed is not None:
+                raise failed
+        return out

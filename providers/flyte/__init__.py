@@ -6,7 +6,8 @@ Public surface (docs/flyte.md):
   two commits. Both are Flyte types (registered through the `flytekit.plugins` entry point); their literal
   carries the content id, so Flyte's cache keys on the data, not on the store or path it came from.
 - tasks: `init_task`, `snapshot_task`, `write_table_task`, `head_task`, `transfer_task`, `push_task`,
-  `merge_task`, `diff_task`, `delta_task`, `tag_task`; `flyte_lineage` for commit metadata of your own tasks.
+  `merge_task`, `diff_task`, `delta_task`, `tag_task`, `sync_task` (subscriptions); `flyte_lineage` for commit
+  metadata of your own tasks.
 - `SnapshotSensor` — waits for a branch to move past a commit (or to exist).
 
 Importing this package needs no flytekit: `Snapshot` and `Delta` are plain values; the tasks, the sensor and the
@@ -39,6 +40,7 @@ _LAZY = {
     "merge_task": "tasks",
     "push_task": "tasks",
     "snapshot_task": "tasks",
+    "sync_task": "tasks",
     "tag_task": "tasks",
     "transfer_task": "tasks",
     "write_table_task": "tasks",

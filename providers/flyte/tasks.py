@@ -2,9 +2,9 @@
 delta and tag.
 
 Each is a thin `@task` over one core call; snapshots come back as `Snapshot` values (whose literal keys Flyte's
-cache on content) and reports as plain JSON-able dicts. Writes record lineage (engine, task, workflow, execution,
-input commits) under `dacflow.lineage` in the commit metadata. Failures raise the core's `DacflowError`s, whose
-message is one actionable line.
+cache on content) and reports as plain JSON-able dicts. Writes record lineage (engine, pipeline = workflow,
+run = execution, task, input commits) under `dacflow.lineage` in the commit metadata (see `dacflow.lineage`).
+Failures raise the core's `DacflowError`s, whose message is one actionable line.
 """
 
 from __future__ import annotations
@@ -28,24 +28,38 @@ log = logging.getLogger(__name__)
 LINEAGE = "dacflow.lineage"
 
 
+_ALIASES = {"workflow": "pipeline", "execution": "run", "input": "inputs"}  # names before the shared contract
+
+
 def flyte_lineage(task_name: str | None = None, **extra: Any) -> dict[str, Any]:
-    """Where a write came from: engine, task, workflow and execution (from the Flyte context), plus `extra`."""
+    """Where a write came from, as the shared `dacflow.lineage` entry: engine flyte, pipeline (the workflow), run
+    (the execution) and task from the Flyte context, plus `extra` (inputs, code, step, pipeline; the older names
+    workflow, execution and input are accepted)."""
     info: dict[str, Any] = {"engine": "flyte"}
     env = os.environ
     try:
         ctx = current_context()
         ex = ctx.execution_id
-        info["execution"] = f"{ex.project}:{ex.domain}:{ex.name}"
+        info["run"] = f"{ex.project}:{ex.domain}:{ex.name}"
         task_id = ctx.task_id
         if task_id is not None and task_id.name not in ("", "local"):
             info["task"] = task_id.name
     except Exception:  # noqa: BLE001 - outside a task there is no context: record what we know
         pass
     if env.get("FLYTE_INTERNAL_EXECUTION_WORKFLOW"):
-        info["workflow"] = env["FLYTE_INTERNAL_EXECUTION_WORKFLOW"]
+        info["pipeline"] = env["FLYTE_INTERNAL_EXECUTION_WORKFLOW"]
     if task_name and "task" not in info:
         info["task"] = task_name
-    info.update({k: v for k, v in extra.items() if v is not None})
+    inputs: list[str] = []
+    for key, value in extra.items():
+        key = _ALIASES.get(key, key)
+        if value is None:
+            continue
+        if key == "inputs":
+            inputs.extend([value] if isinstance(value, str) else value)
+        else:
+            info[key] = value
+    info["inputs"] = [i for i in dict.fromkeys(inputs) if i]
     return info
 
 
@@ -119,7 +133,9 @@ def write_table_task(
 
     With `create` a missing repository is created first."""
     repo = _open_or_init(url) if create else Repository.open(url)
-    result = repo.write_table(branch, table, rows, key, mode, message=message, meta=_meta("write_table_task"))
+    start = repo.head(branch) or repo.head(repo.default_branch)  # what the write starts from
+    meta = _meta("write_table_task", inputs=[start])
+    result = repo.write_table(branch, table, rows, key, mode, message=message, meta=meta)
     log.info("table %s on %s: %s", table, branch, result.stats)
     return _on(Snapshot.of(repo, result.commit, table=table), branch)
 
@@ -189,7 +205,8 @@ def merge_task(
 
     `policy`: fail (a conflict fails the task, nothing written), ours, theirs, latest:<column>, or a JSON object of
     per-column policies. With `quarantine`, unresolved conflicts go to that branch instead of failing. The report
-    holds the counts and the conflicts (table, key, column, base, ours, theirs, resolution)."""
+    holds the counts and the conflicts (table, key, column, base, ours, theirs, resolution). If the gates of `into`
+    refuse (docs/gates.md), `GateRejectedError` lists every reason and `into` does not move."""
     repo = source.repo()
     label = source.branch or source.commit[:12]
     result = repo.merge(
@@ -198,7 +215,7 @@ def merge_task(
         _policy(policy),
         quarantine=quarantine or None,
         message=message or f"merge {label} into {into}",
-        meta=_meta("merge_task", source=source.commit, source_branch=source.branch),
+        meta=_meta("merge_task", inputs=[source.commit, repo.head(into)]),
     )
     report = result.to_json() | {"source": label, "into": into, "conflict_list": result.conflict_list[:1000]}
     head = result.commit or repo.head(into) or source.commit
@@ -234,6 +251,22 @@ def tag_task(snapshot: Snapshot, name: str) -> Snapshot:
     return snapshot
 
 
+@task
+def sync_task(url: str, subscriptions: list[str] | None = None, force: bool = False) -> dict:
+    """Bring the subscriptions of the repository at `url` (all, or those named) up to date, pulling only deltas.
+
+    Returns {"repo", "ok", "subscriptions": [one report each: status, from, to, bytes sent per source]}. A failing
+    subscription fails the task with one line (`SyncError`) after the others synced."""
+    from dacflow.subscriptions import failures, sync
+
+    repo = Repository.open(url)
+    reports = sync(repo, list(subscriptions or []) or None, force=force)
+    failed = failures(reports)
+    if failed is not None:
+        raise failed
+    return _jsonable({"repo": repo.url, "ok": True, "subscriptions": [r.to_json() for r in reports]})
+
+
 __all__ = [
     "LINEAGE",
     "Merged",
@@ -246,6 +279,7 @@ __all__ = [
     "merge_task",
     "push_task",
     "snapshot_task",
+    "sync_task",
     "tag_task",
     "transfer_task",
     "write_table_task",
