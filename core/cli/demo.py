@@ -1,137 +1,125 @@
-"""`dacflow demo`: the main job. For now a scripted walk-through of the core verbs on the local store:
-init → snapshot → change → snapshot → log → diff → checkout → check, printing what moved and how long it took.
-"""
+"""`dacflow demo`: the main job — the heart-monitoring story end to end (see `dacflow.demo`), with a summary
+table of what each step moved compared with a full copy, what the step cache skipped, and a PNG chart."""
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-import random
-import tempfile
-import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
-from ..repository import Repository
-from .main import Ctx, cli, human_bytes, out, pass_ctx
+from .main import Ctx, cli, err, human_bytes, out, pass_ctx
 
-REGIONS = ("na-aws", "na-gcp", "eu-azure")
+if TYPE_CHECKING:
+    from ..demo import DemoReport
 
-
-def readings_csv(rng: random.Random, region: str, start: int, rows: int) -> bytes:
-    """Synthetic heart-monitor readings: one row per patient per second."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    if start == 0:
-        writer.writerow(["patient_id", "ts", "heart_rate", "spo2", "region"])
-    for i in range(start, start + rows):
-        patient = f"{region}-{i % 500:04d}"
-        writer.writerow([patient, 1_700_000_000 + i, rng.randint(48, 180), rng.randint(88, 100), region])
-    return buf.getvalue().encode()
-
-
-def build_dataset(root: str, rng: random.Random, rows: int) -> None:
-    for region in REGIONS:
-        os.makedirs(os.path.join(root, region), exist_ok=True)
-        with open(os.path.join(root, region, "readings.csv"), "wb") as f:
-            f.write(readings_csv(rng, region, 0, rows))
-        for n in range(20):
-            with open(os.path.join(root, region, f"device-{n:02d}.json"), "w") as f:
-                f.write(f'{{"device": "{region}-{n:02d}", "firmware": "1.{n % 4}.0"}}\n')
+CLOUDS = ("local", "emulators")  # as dacflow.demo.CLOUDS; the demo (pyarrow, scikit-learn) loads when it runs
 
 
 @cli.command()
-@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Work here (default: a new temp dir).")
-@click.option("--rows", type=int, default=200_000, show_default=True, help="Readings per region.")
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--dir",
+    "directory",
+    default="dacflow-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Work here; a second run on the same directory shows the step cache skipping unchanged work.",
+)
+@click.option(
+    "--clouds",
+    type=click.Choice(CLOUDS),
+    default="local",
+    show_default=True,
+    help="local: directories only (no cloud, no server); emulators: S3, GCS and Azure emulators.",
+)
+@click.option("--rows", type=int, default=20_000, show_default=True, help="Readings per region and round.")
+@click.option("--rounds", type=int, default=2, show_default=True, help="Ingestion rounds.")
+@click.option("--chart/--no-chart", default=True, show_default=True, help="Write demo-summary.png in the directory.")
 @pass_ctx
-def demo(ctx: Ctx, directory: str | None, rows: int, seed: int) -> None:
-    """Run the walk-through on the embedded local store (no cloud, no server)."""
-    base = os.path.abspath(directory or tempfile.mkdtemp(prefix="dacflow-demo-"))
-    os.makedirs(base, exist_ok=True)
-    data, repo_dir, out_dir = (os.path.join(base, n) for n in ("data", "repo", "checkout"))
-    rng = random.Random(seed)
-    steps: list[dict[str, Any]] = []
+def demo(ctx: Ctx, directory: str, clouds: str, rows: int, rounds: int, chart: bool) -> None:  # fmt: skip
+    """Run the heart-monitoring story: edges on three clouds, delta transfer, merge, retraining, subscriber."""
+    from ..demo import run_demo
 
-    def step(name: str, fn: Callable[[], tuple[str, int]]) -> None:
-        t0 = time.perf_counter()
-        what, new_bytes = fn()
-        steps.append({"step": name, "what": what, "bytes_new": new_bytes, "seconds": time.perf_counter() - t0})
+    if ctx.json or not err.is_terminal:
+        report = run_demo(directory, clouds=clouds, rows=rows, rounds=rounds)
+    else:
+        with err.status("[bold]dacflow demo[/bold] starting") as status:
 
-    repo_holder: dict[str, Repository] = {}
+            def say(message: str) -> None:
+                status.update(f"[bold]dacflow demo[/bold] {message}")
 
-    def init() -> tuple[str, int]:
-        repo_holder["r"] = Repository.open(repo_dir) if os.path.exists(repo_dir) else Repository.init(repo_dir)
-        return f"repository at {repo_dir}", 0
-
-    def generate() -> tuple[str, int]:
-        build_dataset(data, rng, rows)
-        total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(data) for f in fs)
-        return f"{len(REGIONS)} regions, {human_bytes(total)} of readings", 0
-
-    def snapshot(message: str) -> Callable[[], tuple[str, int]]:
-        def run() -> tuple[str, int]:
-            r = repo_holder["r"].snapshot(data, "main", message)
-            s = r.stats
-            verb = "commit" if r.created else "unchanged, no commit"
-            return (
-                f"{verb} {r.commit[:12]}: {s['files_hashed']} files hashed, {s['files_cached']} from cache",
-                s["bytes_new"],
-            )
-
-        return run
-
-    def change() -> tuple[str, int]:
-        path = os.path.join(data, "eu-azure", "readings.csv")
-        with open(path, "ab") as f:
-            f.write(readings_csv(rng, "eu-azure", rows, rows // 100))
-        with open(os.path.join(data, "na-aws", "device-03.json"), "w") as f:
-            f.write('{"device": "na-aws-03", "firmware": "2.0.0"}\n')
-        os.unlink(os.path.join(data, "na-gcp", "device-07.json"))
-        return "appended 1% rows in eu-azure, updated 1 device, removed 1", 0
-
-    def log() -> tuple[str, int]:
-        entries = list(repo_holder["r"].log("main"))
-        return " ← ".join(f"{cid[:8]} {c.message}" for cid, c in entries[:3]), 0
-
-    def diff() -> tuple[str, int]:
-        d = repo_holder["r"].diff("main~1", "main")
-        return (
-            f"{len(d.added)} added, {len(d.removed)} removed, {len(d.modified)} modified; "
-            f"{human_bytes(d.bytes_changed)} of new content"
-        ), 0
-
-    def checkout() -> tuple[str, int]:
-        commit, stats = repo_holder["r"].checkout("main~1", out_dir, force=True)
-        return f"{commit[:12]} → {out_dir}: {stats.files} files, {human_bytes(stats.bytes)}", 0
-
-    def check() -> tuple[str, int]:
-        report = repo_holder["r"].check(read_data=True)
-        return (
-            "ok" if report.ok else f"{len(report.problems)} problems"
-        ) + f", {human_bytes(report.bytes_read)} re-hashed", 0
-
-    step("init", init)
-    step("generate", generate)
-    step("snapshot", snapshot("edge batch 1"))
-    step("re-snapshot", snapshot("no change"))
-    step("change", change)
-    step("snapshot", snapshot("edge batch 2"))
-    step("log", log)
-    step("diff", diff)
-    step("checkout", checkout)
-    step("check", check)
+            report = run_demo(directory, clouds=clouds, rows=rows, rounds=rounds, say=say)
+    doc = report.to_json()
+    if chart:
+        doc["chart"] = write_chart(report, os.path.join(directory, "demo-summary.png"))
 
     def human() -> None:
-        table = Table(title=f"dacflow walk-through in {base}")
-        for col in ("step", "what", "new bytes stored", "seconds"):
-            table.add_column(col, justify="right" if col in ("new bytes stored", "seconds") else "left")
-        for s in steps:
-            table.add_row(s["step"], s["what"], human_bytes(s["bytes_new"]), f"{s['seconds']:.2f}")
-        out.print(table)
+        out.print(summary_table(report), width=max(out.width, 150))  # a narrow terminal wraps, not squeezes
+        inc, full = report.model.get("incremental", {}), report.model.get("full", {})
+        if inc and full:
+            out.print(
+                f"Model (round {report.model['round']}): retrained on {inc['rows']:,} new rows in "
+                f"{inc['fit_seconds']:.2f}s, accuracy {inc['accuracy']:.3f}; a full retrain on {full['rows']:,} rows "
+                f"takes {full['fit_seconds']:.2f}s for accuracy {full['accuracy']:.3f}."
+            )
+        hits = sum(s.cached for s in report.steps)
+        out.print(
+            f"{len(report.steps)} steps in {report.seconds:.1f}s; the step cache skipped {hits}"
+            + ("" if hits else " (run the demo again on the same --dir to see it skip unchanged work)")
+        )
+        out.print(f"Stores: {', '.join(f'{k} {v}' for k, v in report.urls.items())}")
+        if doc.get("chart"):
+            out.print(f"Chart: {doc['chart']}")
 
-    ctx.emit({"directory": base, "steps": steps}, human)
+    ctx.emit(doc, human)
+
+
+def summary_table(report: DemoReport) -> Table:
+    """Per step: rows, bytes moved against a full copy, time, and whether the cache skipped it."""
+    table = Table(title=f"dacflow demo — heart monitoring on {report.clouds} stores", title_justify="left")
+    for name, justify in [("step", "left"), ("round", "right"), ("rows", "right"), ("moved", "right"),
+                          ("full copy", "right"), ("moved/full", "right"), ("time", "right"), ("cache", "left"),
+                          ("note", "left")]:  # fmt: skip
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for s in report.steps:
+        ratio = f"{s.bytes_moved / s.full_copy_bytes:.0%}" if s.full_copy_bytes else ""
+        table.add_row(
+            s.name, str(s.round), f"{s.rows:,}" if s.rows else "",
+            human_bytes(s.bytes_moved) if s.bytes_moved or s.full_copy_bytes else "",
+            human_bytes(s.full_copy_bytes) if s.full_copy_bytes else "", ratio, f"{s.seconds:.2f}s",
+            "[green]skipped[/green]" if s.cached else "", s.note,
+        )  # fmt: skip
+    return table
+
+
+def write_chart(report: DemoReport, path: str) -> str | None:
+    """Bytes moved vs a full copy, and time, per step, as a PNG; None (with a note) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        err.print("dacflow demo: no chart (matplotlib is not installed: pip install 'dacflow[demo]')")
+        return None
+    labels = [f"r{s.round} {s.name}" for s in report.steps]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.35 * len(labels) + 1.5), sharey=True)
+    ys: Any = list(range(len(labels)))
+    left.barh([y + 0.2 for y in ys], [s.full_copy_bytes / 1024 for s in report.steps], 0.4, label="full copy",
+              color="#cccccc")  # fmt: skip
+    left.barh([y - 0.2 for y in ys], [s.bytes_moved / 1024 for s in report.steps], 0.4, label="moved",
+              color="#2a7ab0")  # fmt: skip
+    left.set_xlabel("KiB")
+    left.set_title("bytes moved vs a full copy")
+    left.legend(loc="upper right")
+    right.barh(ys, [s.seconds for s in report.steps], color=["#5cb85c" if s.cached else "#f0ad4e"
+                                                             for s in report.steps])  # fmt: skip
+    right.set_xlabel("seconds (green: skipped by the step cache)")
+    right.set_title("time per step")
+    left.set_yticks(ys, labels)
+    left.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.path.abspath(path)
