@@ -138,6 +138,11 @@ def send(gate: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
         if not url:
             log.warning("webhook %s: $%s is not set; nothing sent", gate.get("id"), gate.get("url_env"))
             return False
+        parts = urllib.parse.urlsplit(str(url))
+        if parts.scheme not in ("http", "https") or not parts.netloc:  # never echo it: it may be any secret
+            log.warning("webhook %s: the URL (from %s) is not an http(s) URL; nothing sent", gate.get("id"),
+                        f"${gate['url_env']}" if gate.get("url_env") else "the gate config")  # fmt: skip
+            return False
         return post_webhook(
             str(url),
             doc,

@@ -141,3 +141,16 @@ def test_post_webhook_and_redaction(hook: Hook) -> None:
     assert not post_webhook("http://127.0.0.1:9/closed", {"to": "x"}, timeout=1, retries=0)
     assert redact_url("https://user:pw@host:8443/p/a?sig=abc#frag") == "https://host:8443/p/a"
     assert redact_url("/local/dir") == "/local/dir"
+
+
+def test_a_url_env_that_holds_no_url_is_never_logged(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever can edit the gate config must not be able to read another variable through the logs."""
+    monkeypatch.setenv("DACFLOW_TEST_NOT_A_URL", "supersecret-token-4711")
+    add_gate(repo, "webhook", "main", url_env="DACFLOW_TEST_NOT_A_URL")
+    caplog.set_level(logging.DEBUG)
+    repo.commit_changes("main", {"a.txt": b"x"}, "a commit")  # the commit stands
+    assert repo.read_file("main", "a.txt") == b"x"
+    assert "not an http(s) URL" in caplog.text and "$DACFLOW_TEST_NOT_A_URL" in caplog.text
+    assert "supersecret" not in caplog.text
