@@ -218,7 +218,11 @@ CHILD = textwrap.dedent(
         commit, stats = repo.checkout(a, b)
         out = {"commit": commit, "stats": stats.to_json()}
     out["seconds"] = time.perf_counter() - t0
-    out["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    # VmHWM: this process's own peak. ru_maxrss would include the parent's RSS at spawn time (Linux keeps the
+    # high-water mark across fork+exec), so a big pytest process made this child look big.
+    with open("/proc/self/status") as f:
+        hwm = [line for line in f if line.startswith("VmHWM:")]
+    out["maxrss"] = int(hwm[0].split()[1]) * 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(out))
     """
 )
