@@ -37,11 +37,11 @@ from .errors import (
     PreconditionFailedError,
     RefConflictError,
     RefNotFoundError,
-    UnsupportedFormatError,
     UsageError,
 )
 from .names import check_ref_name, split_path
 from .objects import FILE, hash_bytes
+from .records import decode_record
 from .stores.base import CREATE, PutMode
 
 if TYPE_CHECKING:
@@ -95,19 +95,7 @@ class GateConfig:
 
     @classmethod
     def decode(cls, data: bytes, where: str, token: str | None = None) -> GateConfig:
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise CorruptObjectError(f"the gate config of {where} is not valid JSON", key=GATES_KEY) from None
-        if not isinstance(doc, dict) or doc.get("type") != "gates":
-            raise CorruptObjectError(f"{where}/{GATES_KEY} is not a gate config", key=GATES_KEY)
-        if doc.get("v") != FORMAT_VERSION:
-            raise UnsupportedFormatError(
-                f"the gate config of {where} has format version {doc.get('v')!r}; this dacflow reads version "
-                f"{FORMAT_VERSION} (upgrade dacflow)",
-                key=GATES_KEY,
-                version=doc.get("v"),
-            )
+        doc = decode_record(data, "gates", FORMAT_VERSION, f"the gate config of {where}", key=GATES_KEY)
         try:
             gates = tuple(dict(g) for g in doc.get("gates", []))
             if any(g.get("kind") not in KINDS or not isinstance(g.get("branch"), str) for g in gates):

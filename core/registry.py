@@ -31,10 +31,10 @@ from .errors import (
     PreconditionFailedError,
     RefConflictError,
     RefNotFoundError,
-    UnsupportedFormatError,
     UsageError,
 )
 from .objects import utc_now
+from .records import decode_record
 from .repository import Repository
 from .subscriptions import Opener, check_url, published
 
@@ -70,19 +70,9 @@ def _empty() -> dict[str, Any]:
 def _parse(data: bytes, where: str) -> dict[str, Any]:
     if not data.strip():
         return _empty()
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise CorruptObjectError(f"registry {where} is not valid JSON", path=where) from None
-    if not isinstance(doc, dict) or doc.get("type") != REGISTRY_TYPE or not isinstance(doc.get("stores"), dict):
-        raise CorruptObjectError(f"{where} is not a dacflow registry", path=where)
-    if doc.get("v") != REGISTRY_VERSION:
-        raise UnsupportedFormatError(
-            f"registry {where} has version {doc.get('v')!r}; this dacflow reads version {REGISTRY_VERSION} "
-            "(upgrade dacflow)",
-            path=where,
-            version=doc.get("v"),
-        )
+    doc = decode_record(data, REGISTRY_TYPE, REGISTRY_VERSION, f"registry {where}", path=where)
+    if not isinstance(doc.get("stores"), dict):
+        raise CorruptObjectError(f"{where} is not a dacflow registry (no stores)", path=where)
     return doc
 
 

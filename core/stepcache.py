@@ -38,12 +38,12 @@ from .errors import (
     ObjectNotFoundError,
     RefConflictError,
     RefNotFoundError,
-    UnsupportedFormatError,
     UsageError,
 )
 from .locks import RepoLock
 from .names import META_DIR, split_path
 from .objects import LINK, Commit, Tree, canonical_json, hash_bytes, is_object_id, utc_now
+from .records import decode_record
 from .refs import BRANCHES
 from .repository import Repository, default_author
 from .stores.base import OVERWRITE
@@ -321,19 +321,7 @@ def read_record(repo: Repository, key: str) -> dict[str, Any] | None:
         data = repo.store.get(record_key(_check_key(key)))
     except KeyNotFoundError:
         return None
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise CorruptObjectError(f"step cache record {key[:16]} is not JSON", key=key) from None
-    if not isinstance(doc, dict) or doc.get("type") != "dacflow.cache":
-        raise CorruptObjectError(f"step cache record {key[:16]} is not a cache record", key=key)
-    if doc.get("v") != RECORD_VERSION:
-        raise UnsupportedFormatError(
-            f"step cache record {key[:16]} has version {doc.get('v')!r}; this dacflow reads {RECORD_VERSION}",
-            key=key,
-            version=doc.get("v"),
-        )
-    return doc
+    return decode_record(data, "dacflow.cache", RECORD_VERSION, f"step cache record {key[:16]}", key=key)
 
 
 def lookup(repo: Repository, key: str) -> CacheEntry | None:

@@ -26,18 +26,17 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from .errors import (
-    CorruptObjectError,
     DacflowError,
     KeyNotFoundError,
     PreconditionFailedError,
     RefConflictError,
     RefExistsError,
     RefNotFoundError,
-    UnsupportedFormatError,
     UsageError,
 )
 from .names import check_ref_name
 from .objects import utc_now
+from .records import decode_record
 from .repository import Repository, default_author
 from .snapshot import ProgressFn
 from .stores.base import CREATE
@@ -95,20 +94,7 @@ def _key(kind: str, name: str) -> str:
 
 
 def _decode(data: bytes, kind: str, key: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise CorruptObjectError(f"{key} is not valid JSON", key=key) from None
-    if not isinstance(doc, dict) or doc.get("type") != kind:
-        raise CorruptObjectError(f"{key} is not a {kind} record", key=key)
-    if doc.get("v") != FORMAT_VERSION:
-        raise UnsupportedFormatError(
-            f"{key} has {kind} format version {doc.get('v')!r}; this dacflow reads version {FORMAT_VERSION} "
-            "(upgrade dacflow)",
-            key=key,
-            version=doc.get("v"),
-        )
-    return doc
+    return decode_record(data, kind, FORMAT_VERSION, f"{kind} record {key}", key=key)
 
 
 def _encode(doc: dict[str, Any]) -> bytes:

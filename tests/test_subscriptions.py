@@ -89,7 +89,7 @@ def test_records_of_an_unknown_version_are_refused(src: Repository, dst: Reposit
         published(src)
     assert (
         str(err.value)
-        == "published/main has published format version 2; this dacflow reads version 1 (upgrade dacflow)"
+        == "published record published/main has format version 2; this dacflow reads version 1 (upgrade dacflow)"
     )
     dst.store.put("subscriptions/x", json.dumps({"type": "subscription", "v": 9}).encode())
     with pytest.raises(UnsupportedFormatError):
