@@ -7,6 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.console import Console
 from rich.table import Table
 
 from .main import Ctx, cli, err, human_bytes, out, pass_ctx
@@ -55,7 +56,9 @@ def demo(ctx: Ctx, directory: str, clouds: str, rows: int, rounds: int, chart: b
         doc["chart"] = write_chart(report, os.path.join(directory, "demo-summary.png"))
 
     def human() -> None:
-        out.print(summary_table(report), width=max(out.width, 150))  # a narrow terminal wraps, not squeezes
+        # piped output (CI logs, `| tee`) gets room for every column instead of rich's 80-column default
+        console = out if out.is_terminal else Console(width=170, highlight=False, soft_wrap=True)
+        console.print(summary_table(report))
         inc, full = report.model.get("incremental", {}), report.model.get("full", {})
         if inc and full:
             out.print(
