@@ -15,6 +15,7 @@ resets the hash of the *top* literal after `to_literal` (`TypeEngine.to_literal`
 from __future__ import annotations
 
 import logging
+from typing import Any, TypeVar
 
 from flytekit.core.context_manager import FlyteContext
 from flytekit.core.type_engine import TypeEngine, TypeTransformer, TypeTransformerFailedError
@@ -22,6 +23,8 @@ from flytekit.models.literals import Literal, LiteralMap, Primitive, Scalar
 from flytekit.models.types import LiteralType, SimpleType, TypeStructure
 
 from .values import LITERAL_VERSION, Delta, Snapshot
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +60,37 @@ def _entries(lv: Literal, what: str, required: tuple[str, ...]) -> dict[str, str
     return out
 
 
-class SnapshotTransformer(TypeTransformer[Snapshot]):
+class _MapTransformer(TypeTransformer[T]):
+    """What both transformers share: a string-map literal type marked with a structure tag."""
+
+    tag = ""
+
+    def get_literal_type(self, t: type[T]) -> LiteralType:
+        return _map_type(self.tag)
+
+    def guess_python_type(self, literal_type: LiteralType) -> type[T]:
+        if literal_type.structure is not None and literal_type.structure.tag == self.tag:
+            return self.python_type
+        raise ValueError(f"{literal_type} is not a {self.name}")
+
+    def _checked(self, value: Any) -> Any:
+        if not isinstance(value, self.python_type):
+            raise TypeTransformerFailedError(f"expected a {self.name}, got {type(value).__name__}")
+        return value.with_content()
+
+
+class SnapshotTransformer(_MapTransformer[Snapshot]):
     """`Snapshot` ⇄ a small map literal whose cache-relevant part is the content id (see the module docstring)."""
+
+    tag = SNAPSHOT_TAG
 
     def __init__(self) -> None:
         super().__init__("dacflow Snapshot", Snapshot)
 
-    def get_literal_type(self, t: type[Snapshot]) -> LiteralType:
-        return _map_type(SNAPSHOT_TAG)
-
-    def guess_python_type(self, literal_type: LiteralType) -> type[Snapshot]:
-        if literal_type.structure is not None and literal_type.structure.tag == SNAPSHOT_TAG:
-            return Snapshot
-        raise ValueError(f"{literal_type} is not a dacflow Snapshot")
-
     def to_literal(
         self, ctx: FlyteContext, python_val: Snapshot, python_type: type[Snapshot], expected: LiteralType
     ) -> Literal:
-        if not isinstance(python_val, Snapshot):
-            raise TypeTransformerFailedError(f"expected a dacflow Snapshot, got {type(python_val).__name__}")
-        snap = python_val.with_content()
+        snap = self._checked(python_val)
         cid = str(snap.content)
         return Literal(
             map=LiteralMap(
@@ -108,26 +122,18 @@ class SnapshotTransformer(TypeTransformer[Snapshot]):
         return f"<code>{python_val.short}</code>"
 
 
-class DeltaTransformer(TypeTransformer[Delta]):
+class DeltaTransformer(_MapTransformer[Delta]):
     """`Delta` ⇄ a map literal keyed by the table name and the table's content ids at both ends."""
+
+    tag = DELTA_TAG
 
     def __init__(self) -> None:
         super().__init__("dacflow Delta", Delta)
 
-    def get_literal_type(self, t: type[Delta]) -> LiteralType:
-        return _map_type(DELTA_TAG)
-
-    def guess_python_type(self, literal_type: LiteralType) -> type[Delta]:
-        if literal_type.structure is not None and literal_type.structure.tag == DELTA_TAG:
-            return Delta
-        raise ValueError(f"{literal_type} is not a dacflow Delta")
-
     def to_literal(
         self, ctx: FlyteContext, python_val: Delta, python_type: type[Delta], expected: LiteralType
     ) -> Literal:
-        if not isinstance(python_val, Delta):
-            raise TypeTransformerFailedError(f"expected a dacflow Delta, got {type(python_val).__name__}")
-        d = python_val.with_content()
+        d = self._checked(python_val)
         key = f"{d.table}:{d.base_content}..{d.target_content}"
         return Literal(
             map=LiteralMap(
