@@ -448,7 +448,12 @@ def jsonable(value: Any) -> Any:
 
 
 class StepRun:
-    """One run of a cached step; use it as a context manager (see `cached_step`)."""
+    """One run of a cached step, as a context manager: `with cached_step(repo, "clean", inputs={"raw": "raw"}, code=fn,
+    output_branch="clean") as s:` then `if not s.hit:` compute, write with `meta=s.meta`, and `s.done(result)`.
+
+    On a hit `s.output` is the cached commit and `output_branch` is restored to it. On a miss the output is what
+    `done()` was given, else the head of `output_branch` at exit; an exception records nothing. `code` is a
+    function (fingerprinted with `deps`) or a fingerprint string; `force` recomputes and replaces the entry."""
 
     def __init__(
         self,
@@ -587,29 +592,8 @@ class StepRun:
         return True
 
 
-def cached_step(
-    repo: Repository,
-    name: str,
-    *,
-    inputs: Mapping[str, Any] | None = None,
-    params: Any = None,
-    code: Any = None,
-    deps: Sequence[Any] = (),
-    output_branch: str | None = None,
-    engine: str = "python",
-    lineage: Mapping[str, Any] | None = None,
-    force: bool = False,
-) -> StepRun:
-    """A cached step as a context manager: `with cached_step(repo, "clean", inputs={"raw": "raw"}, code=fn,
-    output_branch="clean") as s:` then `if not s.hit:` compute, write with `meta=s.meta`, and `s.done(result)`.
-
-    On a hit `s.output` is the cached commit and `output_branch` is restored to it. On a miss the output is what
-    `done()` was given, else the head of `output_branch` at exit; an exception records nothing. `code` is a
-    function (fingerprinted with `deps`) or a fingerprint string; `force` recomputes and replaces the entry."""
-    return StepRun(
-        repo, name, inputs=inputs, params=params, code=code, deps=deps, output_branch=output_branch,
-        engine=engine, lineage=lineage, force=force,
-    )  # fmt: skip
+#: The context-manager entry point is the class itself: `with cached_step(repo, name, ...) as s:`.
+cached_step = StepRun
 
 
 # -- the decorator ------------------------------------------------------------------------------------------------
