@@ -91,3 +91,21 @@ def read_tree(root: Path) -> dict[str, bytes]:
             continue
         out[rel] = p.read_bytes()
     return out
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    from dacflow.cli.main import main
+
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def last_line(err: str) -> str:
+    """The CLI's one-line error (the last line; Airflow's logging set up by other tests may add noise above it)."""
+    return err.strip().splitlines()[-1]

@@ -9,19 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_tree, write_tree
-from dacflow.cli.main import main
+from conftest import read_tree, run_cli, write_tree
 
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run = run_cli
 
 
 def js(capsys: pytest.CaptureFixture[str], repo: Path, *args: str) -> dict:

@@ -10,9 +10,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from conftest import write_tree
+from conftest import last_line, run_cli, write_tree
 from dacflow import Repository, UsageError
-from dacflow.cli.main import main
 from dacflow.lineage import code_fingerprint, commit_lineage, downstream, lineage_meta, upstream
 from dacflow.objects import Commit
 from dacflow.retrain import commit_model, last_trained_on, training_delta
@@ -142,19 +141,7 @@ def test_a_model_trained_on_data_of_another_repository_names_it_as_missing(repo:
     assert {"from": model, "to": foreign, "kind": "input"} in doc["edges"]
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def last_line(err: str) -> str:
-    """The CLI's one-line error (the last line; Airflow's logging set up by other tests may add noise above it)."""
-    return err.strip().splitlines()[-1]
+run = run_cli
 
 
 def test_cli_lineage_human_and_json(repo: Repository, chain: Chain, capsys: pytest.CaptureFixture[str]) -> None:

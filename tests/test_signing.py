@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 from airflow_support import run_dag, set_connection
+from conftest import last_line, run_cli
 from dacflow import CorruptObjectError, Repository, UsageError
-from dacflow.cli.main import main
 from dacflow.errors import SignatureError
 from dacflow.objects import Commit
 from dacflow.odb import pack_key
@@ -176,19 +176,7 @@ def test_commit_bytes_altered_in_place_are_refused(pair: tuple[Repository, Repos
     assert _state(Repository.open(dst.url)) == before
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def last_line(err: str) -> str:
-    """The CLI's one-line error (the last line; Airflow's logging set up by other tests may add noise above it)."""
-    return err.strip().splitlines()[-1]
+run = run_cli
 
 
 def test_cli_sign_verify_and_signed_writes(
