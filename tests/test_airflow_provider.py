@@ -924,3 +924,18 @@ def test_bad_asset_uris_raise_clear_value_errors(uri: str, message: str) -> None
     if uri.startswith("dacflow://"):
         with pytest.raises(ValueError, match=re.escape(message)):  # Airflow calls our handler for the scheme
             Asset(uri=uri)
+
+
+def test_hook_write_table_passes_dedupe_and_writes_nothing_for_no_rows(tmp_path: Path) -> None:
+    """`DacWriteTableOperator(dedupe="last")` reaches the core; an empty XCom list is no change, not an error."""
+    from dacflow import DacflowError
+    from dacflow.providers.airflow.hooks import DacHook
+
+    hook = DacHook(None, url=str(tmp_path / "repo"))
+    rows = [{"id": 1, "v": "a"}, {"id": 1, "v": "b"}]
+    with pytest.raises(DacflowError, match="duplicate key"):
+        hook.write_table("main", "t", rows, key=["id"])
+    done = hook.write_table("main", "t", rows, key=["id"], dedupe="last")
+    assert done["created"] and hook.get_repo().read_table("main", "t").to_pylist() == [{"id": 1, "v": "b"}]
+    again = hook.write_table("main", "t", [], key=["id"], mode="upsert")
+    assert not again["created"] and again["commit"] == done["commit"]

@@ -714,3 +714,9 @@ def test_a_write_that_loses_the_race_runs_again_on_the_new_head(
     assert state[("p", 77)] == {"x": None, "y": "new", "z": None}
     assert res.commit == repo.head("main") and res.parent == repo.resolve("main~1")
     assert res.stats["rows"] == 6
+
+
+def test_a_write_of_nothing_at_all_is_no_change(repo: Repository) -> None:
+    head = repo.head("main")
+    res = repo.write_table("main", "t", pa.table({}), ["k"], "upsert")
+    assert not res.created and res.commit == head and repo.table_object("main", "t") is None

@@ -381,6 +381,8 @@ def write_rows(
         raise UsageError(f"unknown table write mode {mode!r}; use one of {', '.join(MODES)}")
     stats = WriteStats()
     rows = to_arrow(data)
+    if rows.num_rows == 0 and rows.num_columns == 0 and mode != "overwrite":
+        return None, stats  # nothing at all (e.g. an empty list of rows from an engine): no change, no error
     if existing is not None:
         if key is not None and tuple(key) != existing.key:
             raise SchemaConflictError(

@@ -288,10 +288,7 @@ class DacHook(BaseHook):
         """Write rows (a Parquet/CSV/JSON-lines path, a list of dicts or an Arrow table) to `table` on `branch`."""
         rows = load_rows(data)
         repo = self.get_repo(create=True)
-        if rows.num_rows == 0 and rows.num_columns == 0:  # e.g. an empty list from XCom: nothing to write
-            head = repo.head(branch)
-            return {"commit": head, "branch": branch, "created": False, "parent": head, "rows": 0}
-        result = repo.write_table(branch, table, rows, key=key, mode=mode, message=message, meta=meta)
+        result = repo.write_table(branch, table, rows, key=key, mode=mode, message=message, meta=meta, dedupe=dedupe)
         return result.to_json()
 
     def branch(self, name: str, from_: str | None = None, *, delete: bool = False) -> dict[str, Any]:
