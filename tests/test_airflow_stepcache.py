@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,35 @@ def counted(counts: Path, name: str) -> int:
     return int(path.read_text()) if path.exists() else 0
 
 
+class _Lines(logging.Handler):
+    """Log records of the `dacflow` logger as text. On the `dacflow` logger itself, not the root: Airflow's logging
+    set-up, run by the first `dag.test()` in a process, replaces the root's handlers (and so pytest's caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def caplog(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Lines]:
+    """This module's caplog: the INFO lines of the `dacflow` loggers, whatever Airflow does to the root logger."""
+    lines, dacflow_log = _Lines(), logging.getLogger("dacflow")
+    monkeypatch.setattr(dacflow_log, "level", logging.INFO)
+    dacflow_log.addHandler(lines)
+    yield lines
+    dacflow_log.removeHandler(lines)
+
+
 def test_python_and_airflow_share_the_cache(
-    airflow_dags: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    airflow_dags: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: _Lines
 ) -> None:
-    caplog.set_level(logging.INFO, logger="dacflow")
     repo = Repository.init(str(tmp_path / "repo"))
     src, counts = tmp_path / "src", tmp_path / "counts"
     src.mkdir()
@@ -55,7 +81,7 @@ def test_python_and_airflow_share_the_cache(
     repo.delete_branch("doubled")  # the DAG must restore it from the cache
 
     # The DAG: its `double` task is a cache hit (body not run), the branch comes back at the same commit.
-    caplog.clear()
+    caplog.lines.clear()
     first = run_dag(airflow_dags, DAG_FILE)
     logs = caplog.text
     assert first.state == "success", first.tasks
@@ -77,7 +103,7 @@ def test_python_and_airflow_share_the_cache(
     # Rebuild the published branch from scratch and run again: every cached task is skipped.
     repo.delete_branch("published")
     landing_head, raw_head = repo.head("landing"), repo.head("raw")
-    caplog.clear()
+    caplog.lines.clear()
     second = run_dag(airflow_dags, DAG_FILE)
     logs = caplog.text
     assert second.state == "success", second.tasks
